@@ -1,0 +1,73 @@
+import { loadConfigFile } from '../../config/load.ts';
+import { startDemoUpstream } from '../../demo/demo-upstream.ts';
+import { startSluice } from '../../main.ts';
+import { createLogger } from '../../observability/logger.ts';
+import { parseFlags, UsageError } from '../args.ts';
+import { hostPort, runUntilSignal, timeoutTable } from './shared.ts';
+
+const HELP = `Usage: sluice start [-c sluice.yaml]
+
+Runs the gateway from a config file. The access log (JSON lines) goes where access_log says
+(stdout by default); operational messages go to stderr. SIGTERM/SIGINT drain in-flight requests
+(up to shutdown_timeout) and exit 0; SIGHUP reloads the config file (an invalid file is refused and
+the running config stays).
+
+Options:
+  -c, --config FILE      config file (default ./sluice.yaml)
+  -h, --help             this help`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseFlags('start', argv, {
+    config: { type: 'string', short: 'c', default: './sluice.yaml' },
+    // Used by `npm start`: also run the demo upstream, on this port, in the same process.
+    'with-demo-upstream': { type: 'string' },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const file = values.config as string;
+  const config = loadConfigFile(file);
+  const logger = createLogger();
+  let demo: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
+  if (values['with-demo-upstream'] !== undefined) {
+    const port = Number(values['with-demo-upstream'] || 9000);
+    if (!Number.isInteger(port))
+      throw new UsageError(`start: --with-demo-upstream needs a port, got '${values['with-demo-upstream']}'`);
+    demo = await startDemoUpstream({ port });
+  }
+  const sluice = await startSluice(config, { logger });
+  const l = config.listen;
+  const base = `http://${hostPort(l.host, sluice.port)}`;
+  process.stderr.write(
+    `sluice listening on ${base}` +
+      (sluice.adminPort !== undefined
+        ? `, admin on http://${hostPort(config.admin.listen.host, sluice.adminPort)}`
+        : '') +
+      `\n\n${timeoutTable(config)}\n\n`,
+  );
+  if (demo) {
+    process.stderr.write(
+      `demo upstream on ${demo.url}. Try:\n` +
+        `  curl -i ${base}/fast\n` +
+        `  curl -i ${base}/slow?ms=2000\n` +
+        `  curl -i ${base}/slow?ms=40000      # longer than the 29s budget: 504 naming the phase\n` +
+        `  curl -i ${base}/hang               # never answers: ttfb/total timeout\n` +
+        `  curl -i ${base}/stall?after=100    # headers, then silence: read timeout, cut body\n` +
+        `  curl -i ${base}/timing             # upstream Server-Timing\n\n`,
+    );
+  }
+  const code = await runUntilSignal(sluice, logger, () => {
+    try {
+      sluice.reload(loadConfigFile(file));
+      logger.info({ file }, 'config reloaded');
+    } catch (err) {
+      logger.error(
+        { file, error: (err as Error).message },
+        'config reload refused; the running config stays',
+      );
+    }
+  });
+  await demo?.close();
+  return code;
+}

@@ -1,0 +1,157 @@
+/**
+ * Turns the validated file into the effective config the gateway runs: every route carries its own
+ * timeouts and limits with precedence route > upstream > defaults > built-in, resolved once at load and
+ * frozen, so nothing is looked up per request.
+ */
+import { ConfigError, type ConfigIssue } from './load.ts';
+import type { ConfigFile, TimeoutsInput } from './schema.ts';
+
+/** Milliseconds per phase; 0 disables that phase's timeout. */
+export interface Timeouts {
+  readonly connect: number;
+  readonly send: number;
+  readonly ttfb: number;
+  readonly read: number;
+  readonly total: number;
+}
+
+export const BUILTIN_TIMEOUTS: Timeouts = Object.freeze({
+  connect: 5_000,
+  send: 30_000,
+  ttfb: 30_000,
+  read: 60_000,
+  total: 29_000,
+});
+
+export interface ListenAddress {
+  /** undefined: every interface. */
+  readonly host: string | undefined;
+  readonly port: number;
+}
+
+export interface EffectiveTarget {
+  /** `http://127.0.0.1:9001` — for logs and the admin API only, never for clients. */
+  readonly origin: string;
+  /** Path prefix of the target URL without trailing slash ('' when none). */
+  readonly basePath: string;
+}
+
+export interface EffectiveUpstream {
+  readonly name: string;
+  readonly targets: readonly EffectiveTarget[];
+  readonly maxConnections: number | undefined;
+}
+
+export interface EffectiveRoute {
+  readonly name: string;
+  readonly match: {
+    /** Normalised prefix without a trailing slash ('' matches everything). */
+    readonly path: string;
+    readonly host: string | undefined;
+    readonly methods: readonly string[] | undefined;
+    readonly headers: Readonly<Record<string, string>> | undefined;
+  };
+  readonly upstream: string;
+  readonly stripPrefix: boolean;
+  readonly timeouts: Timeouts;
+  readonly maxBody: number;
+}
+
+export interface EffectiveConfig {
+  readonly listen: ListenAddress;
+  readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined };
+  readonly accessLog: string;
+  readonly shutdownTimeout: number;
+  readonly client: ConfigFile['client'];
+  readonly upstreams: Readonly<Record<string, EffectiveUpstream>>;
+  readonly routes: readonly EffectiveRoute[];
+}
+
+export function parseListen(text: string): ListenAddress {
+  const i = text.lastIndexOf(':');
+  let host: string | undefined = text.slice(0, i);
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return Object.freeze({ host: host === '' ? undefined : host, port: Number(text.slice(i + 1)) });
+}
+
+function mergeTimeouts(...layers: (TimeoutsInput | undefined)[]): Timeouts {
+  const out: Record<string, number> = { ...BUILTIN_TIMEOUTS };
+  for (const layer of layers) {
+    if (!layer) continue;
+    for (const [k, v] of Object.entries(layer)) if (v !== undefined) out[k] = v;
+  }
+  return Object.freeze(out as unknown as Timeouts);
+}
+
+export function resolveConfig(
+  file: ConfigFile,
+  lineOf: (path: PropertyKey[]) => number | undefined = () => undefined,
+): EffectiveConfig {
+  const issues: ConfigIssue[] = [];
+  const upstreams: Record<string, EffectiveUpstream> = {};
+  for (const [name, u] of Object.entries(file.upstreams)) {
+    upstreams[name] = Object.freeze({
+      name,
+      targets: Object.freeze(
+        u.targets.map((t) => {
+          const url = new URL(t);
+          return Object.freeze({ origin: url.origin, basePath: url.pathname.replace(/\/+$/, '') });
+        }),
+      ),
+      maxConnections: u.max_connections,
+    });
+  }
+
+  const seen = new Set<string>();
+  const routes = file.routes.map((r, i) => {
+    if (seen.has(r.name)) {
+      issues.push({
+        path: `routes[${i}].name`,
+        line: lineOf(['routes', i, 'name']),
+        message: `duplicate route name "${r.name}"`,
+      });
+    }
+    seen.add(r.name);
+    const u = file.upstreams[r.upstream];
+    if (!u) {
+      const known = Object.keys(file.upstreams);
+      issues.push({
+        path: `routes[${i}].upstream`,
+        line: lineOf(['routes', i, 'upstream']),
+        message: `no upstream named "${r.upstream}"${known.length ? ` (defined: ${known.join(', ')})` : ''}`,
+      });
+    }
+    const prefix = r.match.path.replace(/\/+$/, '');
+    return Object.freeze({
+      name: r.name,
+      match: Object.freeze({
+        path: prefix,
+        host: r.match.host?.toLowerCase(),
+        methods: r.match.methods ? Object.freeze([...r.match.methods]) : undefined,
+        headers: r.match.headers
+          ? Object.freeze(
+              Object.fromEntries(Object.entries(r.match.headers).map(([k, v]) => [k.toLowerCase(), v])),
+            )
+          : undefined,
+      }),
+      upstream: r.upstream,
+      stripPrefix: r.strip_prefix,
+      timeouts: mergeTimeouts(file.defaults.timeouts, u?.timeouts, r.timeouts),
+      maxBody: r.max_body ?? u?.max_body ?? file.defaults.max_body,
+    } satisfies EffectiveRoute);
+  });
+  if (issues.length > 0) throw new ConfigError('', issues);
+
+  return Object.freeze({
+    listen: parseListen(file.listen),
+    admin: Object.freeze({ listen: parseListen(file.admin.listen), token: file.admin.token || undefined }),
+    accessLog: file.access_log,
+    shutdownTimeout: file.shutdown_timeout,
+    client: Object.freeze({
+      ...file.client,
+      trusted_proxies: Object.freeze([...file.client.trusted_proxies]) as string[],
+    }),
+    upstreams: Object.freeze(upstreams),
+    routes: Object.freeze(routes),
+  });
+}
