@@ -1,0 +1,127 @@
+/**
+ * The admin listener (default 127.0.0.1:8081): health, readiness, metrics and (later) the admin API
+ * and dashboard. A bearer token is required for everything but /healthz whenever a token is
+ * configured, and the listener refuses to start beyond loopback without one.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { ListenAddress } from '../config/resolve.ts';
+
+export type AdminHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
+
+export interface AdminOptions {
+  listen: ListenAddress;
+  token: string | undefined;
+  /** Whether the gateway is ready for traffic (listening and not draining). */
+  ready: () => boolean;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+export function isLoopback(host: string | undefined): boolean {
+  return host !== undefined && LOOPBACK.test(host);
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+export class AdminServer {
+  readonly server: Server;
+  readonly #routes = new Map<string, AdminHandler>();
+  readonly #tokenDigest: Buffer | undefined;
+  readonly #options: AdminOptions;
+
+  constructor(options: AdminOptions) {
+    this.#options = options;
+    if (!options.token && !isLoopback(options.listen.host)) {
+      throw new Error(
+        `admin.listen ${options.listen.host ?? '*'}:${options.listen.port} is not loopback: set admin.token (e.g. token: "\${SLUICE_ADMIN_TOKEN}")`,
+      );
+    }
+    this.#tokenDigest = options.token ? digest(options.token) : undefined;
+    this.server = createServer((req, res) => void this.#handle(req, res));
+    this.route('/healthz', (_req, res) => json(res, 200, { status: 'ok' }));
+    this.route('/readyz', (_req, res) =>
+      this.#options.ready() ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'not ready' }),
+    );
+  }
+
+  /** Registers a handler for an exact path (GET and others alike: the handler checks the method). */
+  route(path: string, handler: AdminHandler): void {
+    this.#routes.set(path, handler);
+  }
+
+  #authorized(req: IncomingMessage): boolean {
+    if (!this.#tokenDigest) return true;
+    const h = req.headers.authorization ?? '';
+    if (!h.startsWith('Bearer ')) return false;
+    return timingSafeEqual(digest(h.slice(7)), this.#tokenDigest);
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    try {
+      if (url.pathname !== '/healthz' && !this.#authorized(req)) {
+        res.setHeader('www-authenticate', 'Bearer');
+        return json(
+          res,
+          401,
+          {
+            type: 'https://sluice.dev/problems/unauthorized',
+            title: 'Unauthorized',
+            status: 401,
+            detail: 'a valid admin bearer token is required',
+          },
+          'application/problem+json',
+        );
+      }
+      const handler = this.#routes.get(url.pathname);
+      if (!handler) {
+        return json(
+          res,
+          404,
+          { type: 'https://sluice.dev/problems/not-found', title: 'Not found', status: 404 },
+          'application/problem+json',
+        );
+      }
+      await handler(req, res, url);
+    } catch {
+      if (!res.headersSent)
+        json(
+          res,
+          500,
+          { type: 'https://sluice.dev/problems/internal-error', title: 'Internal error', status: 500 },
+          'application/problem+json',
+        );
+      else res.destroy();
+    }
+  }
+
+  listen(): Promise<{ port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ port: this.#options.listen.port, host: this.#options.listen.host }, () => {
+        this.server.off('error', reject);
+        resolve({ port: (this.server.address() as { port: number }).port });
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+}
+
+export function json(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': type,
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}

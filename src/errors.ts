@@ -1,0 +1,340 @@
+/**
+ * The catalogue of every error the gateway itself answers with. Each has a stable `code` (the suffix of
+ * the RFC 9457 problem `type`), an HTTP status, an access-log outcome and, for 5xx, the RFC 9209
+ * Proxy-Status error token. docs/errors.md mirrors this file. Stages throw or return these; exactly one
+ * function (`problemResponse`) turns them into a response.
+ */
+import type { ServerResponse } from 'node:http';
+import { formatDuration } from './config/units.ts';
+
+export type Phase = 'connect' | 'send' | 'ttfb' | 'read' | 'total';
+
+export type Outcome =
+  | 'ok'
+  | 'timeout'
+  | 'upstream_error'
+  | 'async'
+  | 'cache_hit'
+  | 'stale'
+  | 'shed'
+  | 'circuit_open'
+  | 'client_aborted'
+  | 'no_route'
+  | 'rejected';
+
+export type ErrorCode =
+  | 'upstream-timeout'
+  | 'upstream-unreachable'
+  | 'no-healthy-upstream'
+  | 'circuit-open'
+  | 'overloaded'
+  | 'no-route'
+  | 'bad-request'
+  | 'client-timeout'
+  | 'body-too-large'
+  | 'headers-too-large'
+  | 'internal-error';
+
+interface Kind {
+  status: number;
+  title: string;
+  message: string;
+  outcome: Outcome;
+}
+
+const KINDS: Record<ErrorCode, Kind> = {
+  'upstream-timeout': {
+    status: 504,
+    title: 'Upstream timed out',
+    message: 'Endpoint request timed out',
+    outcome: 'timeout',
+  },
+  'upstream-unreachable': {
+    status: 502,
+    title: 'Upstream unreachable',
+    message: 'Bad gateway: the upstream could not be reached or answered incorrectly',
+    outcome: 'upstream_error',
+  },
+  'no-healthy-upstream': {
+    status: 503,
+    title: 'No healthy upstream',
+    message: 'Service unavailable: no healthy upstream',
+    outcome: 'upstream_error',
+  },
+  'circuit-open': {
+    status: 503,
+    title: 'Circuit open',
+    message: 'Service unavailable: the upstream is failing and is given time to recover',
+    outcome: 'circuit_open',
+  },
+  overloaded: {
+    status: 503,
+    title: 'Upstream overloaded',
+    message: 'Service unavailable: too many requests are waiting for this upstream',
+    outcome: 'shed',
+  },
+  'no-route': {
+    status: 404,
+    title: 'No route',
+    message: 'Not found: no route matches this request',
+    outcome: 'no_route',
+  },
+  'bad-request': {
+    status: 400,
+    title: 'Bad request',
+    message: 'The request is malformed or ambiguous',
+    outcome: 'rejected',
+  },
+  'client-timeout': {
+    status: 408,
+    title: 'Request timeout',
+    message: 'The request was not received in time',
+    outcome: 'rejected',
+  },
+  'body-too-large': {
+    status: 413,
+    title: 'Request body too large',
+    message: 'The request body exceeds the limit of this route',
+    outcome: 'rejected',
+  },
+  'headers-too-large': {
+    status: 431,
+    title: 'Request headers too large',
+    message: 'The request head has too many or too large headers',
+    outcome: 'rejected',
+  },
+  'internal-error': {
+    status: 500,
+    title: 'Internal gateway error',
+    message: 'The gateway failed to handle the request',
+    outcome: 'upstream_error',
+  },
+};
+
+/** RFC 9209 error tokens used in Proxy-Status. */
+export type ProxyErrorToken =
+  | 'connection_timeout'
+  | 'connection_write_timeout'
+  | 'connection_read_timeout'
+  | 'http_response_timeout'
+  | 'connection_refused'
+  | 'connection_terminated'
+  | 'dns_error'
+  | 'dns_timeout'
+  | 'destination_unavailable'
+  | 'connection_limit_reached'
+  | 'http_protocol_error'
+  | 'http_response_header_section_size'
+  | 'http_response_incomplete'
+  | 'tls_protocol_error'
+  | 'tls_certificate_error'
+  | 'proxy_internal_error';
+
+export interface GatewayErrorInit {
+  detail: string;
+  phase?: Phase;
+  route?: string;
+  upstream?: string;
+  timeoutMs?: number;
+  proxyError?: ProxyErrorToken;
+  retryAfter?: number;
+  cause?: unknown;
+}
+
+/** An error the gateway answers with itself. `code` is stable; compare codes, not classes. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly title: string;
+  readonly outcome: Outcome;
+  readonly publicMessage: string;
+  readonly detail: string;
+  readonly phase: Phase | undefined;
+  readonly route: string | undefined;
+  readonly upstream: string | undefined;
+  readonly timeoutMs: number | undefined;
+  readonly proxyError: ProxyErrorToken | undefined;
+  readonly retryAfter: number | undefined;
+
+  constructor(code: ErrorCode, init: GatewayErrorInit) {
+    super(init.detail, init.cause === undefined ? undefined : { cause: init.cause });
+    const kind = KINDS[code];
+    this.name = 'GatewayError';
+    this.code = code;
+    this.status = kind.status;
+    this.title = kind.title;
+    this.outcome = kind.outcome;
+    this.publicMessage = kind.message;
+    this.detail = init.detail;
+    this.phase = init.phase;
+    this.route = init.route;
+    this.upstream = init.upstream;
+    this.timeoutMs = init.timeoutMs;
+    this.proxyError = init.proxyError ?? (kind.status === 500 ? 'proxy_internal_error' : undefined);
+    this.retryAfter = init.retryAfter;
+  }
+}
+
+export function isGatewayError(err: unknown): err is GatewayError {
+  return err instanceof Error && (err as { name?: string }).name === 'GatewayError';
+}
+
+const PHASE_TEXT: Record<Phase, string> = {
+  connect: 'could not be connected to within',
+  send: 'did not accept request body data for',
+  ttfb: 'sent no response headers within',
+  read: 'sent no response body data for',
+  total: 'did not complete the response within the total budget of',
+};
+
+const PHASE_PROXY_ERROR: Record<Phase, ProxyErrorToken> = {
+  connect: 'connection_timeout',
+  send: 'connection_write_timeout',
+  ttfb: 'http_response_timeout',
+  read: 'connection_read_timeout',
+  total: 'http_response_timeout',
+};
+
+export function upstreamTimeout(
+  phase: Phase,
+  route: string,
+  upstream: string,
+  timeoutMs: number,
+): GatewayError {
+  return new GatewayError('upstream-timeout', {
+    detail: `upstream '${upstream}' ${PHASE_TEXT[phase]} ${formatDuration(timeoutMs)} (${phase}) on route '${route}'`,
+    phase,
+    route,
+    upstream,
+    timeoutMs,
+    proxyError: PHASE_PROXY_ERROR[phase],
+  });
+}
+
+/**
+ * Maps whatever the upstream client (undici, node:net) threw to a gateway error. Never re-wraps one of
+ * ours. `phase` is where the exchange was when it failed.
+ */
+export function fromUpstreamFailure(
+  err: unknown,
+  phase: Phase,
+  route: string,
+  upstream: string,
+): GatewayError {
+  if (isGatewayError(err)) return err;
+  const code = (err as { code?: string } | null)?.code ?? '';
+  const unreachable = (what: string, proxyError: ProxyErrorToken) =>
+    new GatewayError('upstream-unreachable', {
+      detail: `upstream '${upstream}' ${what} (${phase}) on route '${route}'`,
+      phase,
+      route,
+      upstream,
+      proxyError,
+      cause: err,
+    });
+  switch (code) {
+    case 'ECONNREFUSED':
+      return unreachable('refused the connection', 'connection_refused');
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EAI_NONAME':
+      return unreachable('could not be resolved (DNS)', 'dns_error');
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EADDRNOTAVAIL':
+      return unreachable('is not reachable', 'destination_unavailable');
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'UND_ERR_SOCKET':
+    case 'UND_ERR_CLOSED':
+      return unreachable('closed the connection', 'connection_terminated');
+    case 'UND_ERR_HEADERS_OVERFLOW':
+      return unreachable('sent response headers larger than allowed', 'http_response_header_section_size');
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+      // Before the headers were accepted this is the parser refusing ambiguous framing (CL + TE).
+      return phase === 'read'
+        ? unreachable('sent a body that does not match its Content-Length', 'http_response_incomplete')
+        : unreachable('sent a malformed response (ambiguous message length)', 'http_protocol_error');
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return unreachable('could not be connected to in time', 'connection_timeout');
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return unreachable('sent no response headers in time', 'http_response_timeout');
+    case 'UND_ERR_BODY_TIMEOUT':
+      return unreachable('stopped sending the response body', 'connection_read_timeout');
+    default:
+      if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || (err as Error)?.name === 'HTTPParserError') {
+        return unreachable('sent a malformed response', 'http_protocol_error');
+      }
+      if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT')) {
+        return unreachable(
+          'failed the TLS handshake',
+          code.includes('CERT') ? 'tls_certificate_error' : 'tls_protocol_error',
+        );
+      }
+      return unreachable('failed', 'proxy_internal_error');
+  }
+}
+
+export function clientError(
+  code: 'bad-request' | 'client-timeout' | 'body-too-large' | 'headers-too-large' | 'no-route',
+  detail: string,
+  route?: string,
+): GatewayError {
+  return new GatewayError(code, { detail, route });
+}
+
+export interface ProblemExtras {
+  requestId: string;
+  elapsedMs: number;
+  attempts: number;
+}
+
+/** The RFC 9457 body of an error, as JSON text. */
+export function problemBody(err: GatewayError, extras: ProblemExtras): string {
+  const body: Record<string, unknown> = {
+    type: `https://sluice.dev/problems/${err.code}`,
+    title: err.title,
+    status: err.status,
+    detail: err.detail,
+    message: err.publicMessage,
+  };
+  if (err.phase) body.phase = err.phase;
+  if (err.route) body.route = err.route;
+  if (err.timeoutMs !== undefined) body.timeout_ms = err.timeoutMs;
+  body.elapsed_ms = Math.round(extras.elapsedMs);
+  if (extras.attempts > 0 || err.upstream) body.attempts = extras.attempts;
+  body.request_id = extras.requestId;
+  return JSON.stringify(body);
+}
+
+/** `Proxy-Status` value for a gateway-generated 5xx (RFC 9209). */
+export function proxyStatus(err: GatewayError): string | undefined {
+  if (err.status < 500 || !err.proxyError) return undefined;
+  return `sluice; error=${err.proxyError}`;
+}
+
+/** Writes `err` as a complete problem+json response. Headers must not have been sent. */
+export function sendProblem(
+  res: ServerResponse,
+  err: GatewayError,
+  extras: ProblemExtras,
+  close = false,
+): void {
+  const body = problemBody(err, extras);
+  const headers: string[] = [
+    'content-type',
+    'application/problem+json',
+    'content-length',
+    String(Buffer.byteLength(body)),
+    'x-request-id',
+    extras.requestId,
+    'cache-control',
+    'no-store',
+  ];
+  const ps = proxyStatus(err);
+  if (ps) headers.push('proxy-status', ps);
+  if (err.retryAfter !== undefined) headers.push('retry-after', String(err.retryAfter));
+  if (close) headers.push('connection', 'close');
+  res.writeHead(err.status, headers);
+  res.end(body);
+}

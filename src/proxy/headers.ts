@@ -1,0 +1,131 @@
+/**
+ * Header rewriting for both directions (SPEC §3): hop-by-hop headers and every header named by
+ * `Connection` are dropped; X-Forwarded-* are set from what the gateway saw (a trusted proxy's values
+ * are kept and extended); `Via` and `X-Request-Id` are added. Works on flat raw header arrays so the
+ * original case and order reach the other side and nothing is parsed twice.
+ */
+
+/** Never forwarded in either direction (RFC 9110 §7.6.1, plus legacy ones). */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+]);
+
+/** Request headers the gateway sets itself (any client value is replaced). */
+const REQUEST_OWN = new Set(['x-request-id', 'x-timeout-ms', 'expect', 'via']);
+const FORWARDED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
+
+export const VIA = '1.1 sluice';
+
+/** Header names listed in a Connection header value, other than the standard options. */
+export function connectionNamed(value: string | undefined): Set<string> | undefined {
+  if (!value) return undefined;
+  let out: Set<string> | undefined;
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t === '' || t === 'close' || t === 'keep-alive') continue;
+    (out ??= new Set()).add(t);
+  }
+  return out;
+}
+
+export interface RequestHeaderResult {
+  headers: string[];
+  hostCount: number;
+  incomingVia: string | undefined;
+  incomingXff: string | undefined;
+  incomingProto: string | undefined;
+  incomingFwdHost: string | undefined;
+}
+
+/**
+ * Copies a request's raw headers minus hop-by-hop, Connection-named and gateway-owned ones. The
+ * X-Forwarded-* values the client sent are returned apart (the caller decides whether to trust them).
+ */
+export function filterRequestHeaders(
+  raw: readonly string[],
+  connection: string | undefined,
+): RequestHeaderResult {
+  const named = connectionNamed(connection);
+  const headers: string[] = [];
+  let hostCount = 0;
+  let incomingVia: string | undefined;
+  let incomingXff: string | undefined;
+  let incomingProto: string | undefined;
+  let incomingFwdHost: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    const lower = name.toLowerCase();
+    if (lower === 'host') {
+      hostCount++;
+      headers.push(name, raw[i + 1]);
+      continue;
+    }
+    if (HOP_BY_HOP.has(lower) || REQUEST_OWN.has(lower)) {
+      if (lower === 'via') incomingVia = incomingVia ? `${incomingVia}, ${raw[i + 1]}` : raw[i + 1];
+      continue;
+    }
+    if (FORWARDED.has(lower)) {
+      const v = raw[i + 1];
+      if (lower === 'x-forwarded-for') incomingXff = incomingXff ? `${incomingXff}, ${v}` : v;
+      else if (lower === 'x-forwarded-proto') incomingProto ??= v;
+      else incomingFwdHost ??= v;
+      continue;
+    }
+    if (named?.has(lower)) continue;
+    headers.push(name, raw[i + 1]);
+  }
+  return { headers, hostCount, incomingVia, incomingXff, incomingProto, incomingFwdHost };
+}
+
+const RESPONSE_DROP = new Set([...HOP_BY_HOP, 'via']);
+
+/**
+ * Converts undici's raw response headers (Buffers or strings) to a flat string array for
+ * `res.writeHead`, minus hop-by-hop and Connection-named headers. Returns the upstream's
+ * Server-Timing value(s) and Via apart.
+ */
+export function filterResponseHeaders(raw: readonly (Buffer | string)[]): {
+  headers: string[];
+  serverTiming: string | undefined;
+  via: string | undefined;
+  /** Content-Length and Transfer-Encoding together: ambiguous framing (RFC 9112 §6.3), refused. */
+  ambiguous: boolean;
+} {
+  const headers: string[] = [];
+  let hasLength = false;
+  let hasEncoding = false;
+  let connection: string | undefined;
+  let serverTiming: string | undefined;
+  let via: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = typeof raw[i] === 'string' ? (raw[i] as string) : raw[i].toString('latin1');
+    const value = typeof raw[i + 1] === 'string' ? (raw[i + 1] as string) : raw[i + 1].toString('latin1');
+    const lower = name.toLowerCase();
+    if (lower === 'content-length') hasLength = true;
+    if (RESPONSE_DROP.has(lower)) {
+      if (lower === 'transfer-encoding') hasEncoding = true;
+      if (lower === 'connection') connection = connection ? `${connection}, ${value}` : value;
+      else if (lower === 'via') via = via ? `${via}, ${value}` : value;
+      continue;
+    }
+    if (lower === 'server-timing') serverTiming = serverTiming ? `${serverTiming}, ${value}` : value;
+    headers.push(name, value);
+  }
+  const named = connectionNamed(connection);
+  if (named) {
+    const kept: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      if (!named.has(headers[i].toLowerCase())) kept.push(headers[i], headers[i + 1]);
+    }
+    return { headers: kept, serverTiming, via, ambiguous: hasLength && hasEncoding };
+  }
+  return { headers, serverTiming, via, ambiguous: hasLength && hasEncoding };
+}

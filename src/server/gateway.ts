@@ -1,0 +1,402 @@
+/**
+ * The public listener: accepts client connections, protects against slow and oversized clients,
+ * routes, and hands each request to an Exchange. Owns graceful shutdown (stop accepting, drain
+ * in-flight requests up to a bound, close) and live config swaps.
+ */
+
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
+import { BlockList, isIPv6, type Socket } from 'node:net';
+import type { EffectiveConfig } from '../config/resolve.ts';
+import { GatewayError, type ProblemExtras, problemBody, proxyStatus, sendProblem } from '../errors.ts';
+import { type AccessLog, type AccessLogEntry, nullAccessLog } from '../observability/access-log.ts';
+import { type Logger, silentLogger } from '../observability/logger.ts';
+import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
+import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
+import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
+import { parseTarget } from '../routing/normalize.ts';
+import { isValidRequestId, newRequestId } from './request-id.ts';
+
+export interface GatewayOptions {
+  accessLog?: AccessLog;
+  logger?: Logger;
+}
+
+const now = performance.now.bind(performance);
+
+function clientAddress(socket: Socket): string {
+  const a = socket.remoteAddress ?? '';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+function buildTrusted(cidrs: readonly string[]): BlockList | undefined {
+  if (cidrs.length === 0) return undefined;
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const [addr, bits] = c.split('/');
+    const type = isIPv6(addr) ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(addr, type);
+    else list.addSubnet(addr, Number(bits), type);
+  }
+  return list;
+}
+
+export class Gateway implements ExchangeHost {
+  readonly server: Server;
+  readonly accessLog: AccessLog;
+  readonly logger: Logger;
+  #runtime: Runtime;
+  #trusted: BlockList | undefined;
+  #inflight = 0;
+  #drainWaiters: (() => void)[] = [];
+  #closing = false;
+  clientBodyIdleMs: number;
+  clientSendTimeoutMs: number;
+  maxHeaders: number;
+
+  constructor(config: EffectiveConfig, options: GatewayOptions = {}) {
+    this.accessLog = options.accessLog ?? nullAccessLog;
+    this.logger = options.logger ?? silentLogger;
+    this.#runtime = buildRuntime(config);
+    this.#trusted = buildTrusted(config.client.trusted_proxies);
+    this.clientBodyIdleMs = config.client.body_idle_timeout;
+    this.clientSendTimeoutMs = config.client.send_timeout;
+    this.maxHeaders = config.client.max_headers;
+    const c = config.client;
+    this.server = createServer(
+      {
+        keepAliveTimeout: c.keepalive_timeout,
+        headersTimeout: c.header_timeout,
+        requestTimeout: 0,
+        // Node checks header timeouts on this interval (30 s by default, which makes a 10 s
+        // header timeout fire up to 40 s late): check often enough to be on time.
+        connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(c.header_timeout / 10))),
+        maxHeaderSize: c.max_header_size,
+        // Checked in handle() instead: Node's own check answers a bare 400 (no problem+json, no log).
+        requireHostHeader: false,
+        noDelay: true,
+      },
+      (req, res) => this.handle(req, res),
+    );
+    // One more than allowed, so that "too many" is visible instead of silently truncated.
+    this.server.maxHeadersCount = c.max_headers + 1;
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+      this.#clientError(err, socket),
+    );
+  }
+
+  get config(): EffectiveConfig {
+    return this.#runtime.config;
+  }
+
+  get runtime(): Runtime {
+    return this.#runtime;
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Swaps in a new config; requests in flight finish on the config they started with. */
+  reload(config: EffectiveConfig): void {
+    const old = this.#runtime;
+    this.#runtime = buildRuntime(config, old);
+    this.#trusted = buildTrusted(config.client.trusted_proxies);
+    this.clientBodyIdleMs = config.client.body_idle_timeout;
+    this.clientSendTimeoutMs = config.client.send_timeout;
+    // Client limits too (new connections pick up the size limit; the check interval stays as created).
+    this.maxHeaders = config.client.max_headers;
+    this.server.maxHeadersCount = config.client.max_headers + 1;
+    this.server.headersTimeout = config.client.header_timeout;
+    this.server.keepAliveTimeout = config.client.keepalive_timeout;
+    (this.server as { maxHeaderSize?: number }).maxHeaderSize = config.client.max_header_size;
+    for (const [name, u] of old.upstreams) {
+      if (this.#runtime.upstreams.get(name) !== u) void u.close();
+    }
+  }
+
+  listen(
+    port = this.config.listen.port,
+    host = this.config.listen.host,
+  ): Promise<{ port: number; host: string }> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once('error', onError);
+      this.server.listen({ port, host }, () => {
+        this.server.off('error', onError);
+        const a = this.server.address();
+        if (a && typeof a === 'object') resolve({ port: a.port, host: a.address });
+      });
+    });
+  }
+
+  /**
+   * Graceful stop: no new connections, idle keep-alive connections closed, in-flight requests given
+   * up to `graceMs` to finish, then everything closed.
+   */
+  async close(graceMs = this.config.shutdownTimeout): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    if (this.#inflight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.#drainWaiters.push(resolve)),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, graceMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    this.server.closeAllConnections();
+    await closed;
+    await Promise.all([...this.#runtime.upstreams.values()].map((u) => u.close()));
+    this.accessLog.flush();
+  }
+
+  // ---- ExchangeHost ------------------------------------------------------------------------------
+
+  log(entry: AccessLogEntry): void {
+    this.accessLog.write(entry);
+    if (--this.#inflight === 0 && this.#drainWaiters.length > 0) {
+      for (const w of this.#drainWaiters.splice(0)) w();
+    }
+  }
+
+  respondError(exchange: Exchange, err: GatewayError, close: boolean): void {
+    sendProblem(
+      exchange.res,
+      err,
+      { requestId: exchange.requestId, elapsedMs: now() - exchange.startedAt, attempts: exchange.attempts },
+      close || this.#closing,
+    );
+  }
+
+  // ---- request handling --------------------------------------------------------------------------
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const startedAt = now();
+    this.#inflight++;
+    const incomingId = req.headers['x-request-id'];
+    const requestId = isValidRequestId(incomingId as string | undefined)
+      ? (incomingId as string)
+      : newRequestId();
+    if (this.#closing) res.shouldKeepAlive = false;
+
+    const target = parseTarget(req.url ?? '/');
+    if (target === undefined) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('bad-request', { detail: 'invalid request target' }),
+      );
+    }
+    const logPath = target.path + target.query;
+    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('bad-request', { detail: 'an HTTP/1.1 request must carry a Host header' }),
+        logPath,
+      );
+    }
+    if (target.authority !== undefined && target.authority !== (req.headers.host ?? '').toLowerCase()) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('bad-request', {
+          detail: 'the absolute-form request target names another host than Host',
+        }),
+        logPath,
+      );
+    }
+    const raw = req.rawHeaders;
+    if (raw.length > this.maxHeaders * 2) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('headers-too-large', { detail: `more than ${this.maxHeaders} request headers` }),
+        logPath,
+      );
+    }
+    // Before routing: an ambiguous Host is a 400 whichever route (or none) the first one selects.
+    const filtered = filterRequestHeaders(raw, req.headers.connection);
+    if (filtered.hostCount > 1) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('bad-request', { detail: 'more than one Host header' }),
+        logPath,
+      );
+    }
+    const rt = this.#runtime.table.match(req.method ?? 'GET', req.headers.host, target.path, req.headers);
+    if (rt === undefined) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('no-route', { detail: `no route matches ${req.method} ${target.path}` }),
+        logPath,
+      );
+    }
+
+    const cl = req.headers['content-length'];
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    if (cl !== undefined && Number(cl) > rt.maxBody) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('body-too-large', {
+          detail: `request body of ${cl} bytes exceeds the limit of ${rt.maxBody} bytes on route '${rt.name}'`,
+          route: rt.name,
+        }),
+        logPath,
+        rt,
+      );
+    }
+
+    // Deadline propagation: a smaller incoming x-timeout-ms shortens this request's budget.
+    let budget = rt.timeouts.total;
+    const incoming = req.headers['x-timeout-ms'];
+    if (incoming !== undefined) {
+      const ms = Number(incoming);
+      if (Number.isInteger(ms) && ms >= 0 && (budget === 0 || ms < budget)) budget = ms;
+    }
+
+    const headers = filtered.headers;
+    const addr = clientAddress(req.socket);
+    const trusted = this.#trusted?.check(addr, isIPv6(addr) ? 'ipv6' : 'ipv4') === true;
+    headers.push(
+      'x-forwarded-for',
+      trusted && filtered.incomingXff ? `${filtered.incomingXff}, ${addr}` : addr,
+      'x-forwarded-proto',
+      trusted && filtered.incomingProto ? filtered.incomingProto : 'http',
+      'x-forwarded-host',
+      trusted && filtered.incomingFwdHost ? filtered.incomingFwdHost : (req.headers.host ?? ''),
+      'via',
+      filtered.incomingVia ? `${filtered.incomingVia}, ${VIA}` : VIA,
+      'x-request-id',
+      requestId,
+    );
+
+    const exchange = new Exchange(this, rt, req, res, requestId, startedAt, logPath, budget);
+    const upstreamTarget = rt.upstream.pick();
+    const path =
+      upstreamTarget.basePath +
+      (rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path) +
+      target.query;
+    const hasBody = chunked || (cl !== undefined && cl !== '0');
+    exchange.dispatch(upstreamTarget, path.charCodeAt(0) === 47 ? path : `/${path}`, headers, hasBody);
+  }
+
+  #early(
+    req: IncomingMessage,
+    res: ServerResponse,
+    requestId: string,
+    startedAt: number,
+    err: GatewayError,
+    logPath = req.url ?? '',
+    rt?: RouteRuntime,
+  ): void {
+    // When the request has a body we have not read, close the connection after answering.
+    const close =
+      req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
+    sendProblem(res, err, { requestId, elapsedMs: now() - startedAt, attempts: 0 }, close || this.#closing);
+    this.log({
+      time: new Date().toISOString(),
+      request_id: requestId,
+      method: req.method ?? '',
+      path: logPath,
+      route: rt?.name ?? null,
+      upstream: rt?.upstream.name ?? null,
+      target: null,
+      status: err.status,
+      outcome: err.outcome,
+      phase: null,
+      error: err.code,
+      client: req.socket.remoteAddress,
+      bytes_in: 0,
+      bytes_out: 0,
+      attempts: 0,
+      retries: 0,
+      dns: null,
+      connect: null,
+      tls: null,
+      ttfb: null,
+      total: Math.round((now() - startedAt) * 100) / 100,
+      budget_ms: rt?.timeouts.total ?? 0,
+    });
+  }
+
+  /** Malformed or oversized requests that Node's parser refuses, and header-read timeouts. */
+  #clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    const code = err.code ?? '';
+    const active = (socket as unknown as { _httpMessage?: ServerResponse })._httpMessage;
+    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable || active?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    let gerr: GatewayError;
+    if (code === 'HPE_HEADER_OVERFLOW') {
+      gerr = new GatewayError('headers-too-large', { detail: 'the request head is larger than allowed' });
+    } else if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      gerr = new GatewayError('client-timeout', { detail: 'the request head did not arrive in time' });
+    } else {
+      gerr = new GatewayError('bad-request', { detail: `malformed request (${code || err.message})` });
+    }
+    const requestId = newRequestId();
+    const extras: ProblemExtras = { requestId, elapsedMs: 0, attempts: 0 };
+    const body = problemBody(gerr, extras);
+    const ps = proxyStatus(gerr);
+    socket.end(
+      `HTTP/1.1 ${gerr.status} ${STATUS_CODES[gerr.status]}\r\ncontent-type: application/problem+json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\n` +
+        (ps ? `proxy-status: ${ps}\r\n` : '') +
+        `connection: close\r\n\r\n${body}`,
+    );
+    setTimeout(() => socket.destroy(), 1_000).unref();
+    this.accessLog.write({
+      time: new Date().toISOString(),
+      request_id: requestId,
+      method: '',
+      path: '',
+      route: null,
+      upstream: null,
+      target: null,
+      status: gerr.status,
+      outcome: 'rejected',
+      phase: null,
+      error: gerr.code,
+      client: socket.remoteAddress,
+      bytes_in: 0,
+      bytes_out: 0,
+      attempts: 0,
+      retries: 0,
+      dns: null,
+      connect: null,
+      tls: null,
+      ttfb: null,
+      total: 0,
+      budget_ms: 0,
+    });
+  }
+}

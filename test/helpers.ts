@@ -1,0 +1,166 @@
+/**
+ * Test helpers: a real gateway on 127.0.0.1:0 from YAML text, stub upstreams on real sockets, raw
+ * HTTP/1.1 exchanges, and a collecting access log. No fakes on the data path.
+ */
+import { once } from 'node:events';
+import { createServer, type RequestListener, type Server } from 'node:http';
+import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { loadConfigText } from '../src/config/load.ts';
+import { type Sluice, startSluice } from '../src/main.ts';
+import { type AccessLogEntry, MemoryAccessLog } from '../src/observability/access-log.ts';
+
+export interface TestGateway {
+  readonly sluice: Sluice;
+  readonly port: number;
+  readonly log: MemoryAccessLog;
+  url(path?: string): string;
+  /** The access-log entry of the request with this id (waits for it). */
+  entry(requestId: string): Promise<AccessLogEntry>;
+  close(): Promise<void>;
+}
+
+/** Starts Sluice from YAML text; `listen`/`admin` default to port 0 on loopback, access log in memory. */
+export async function startTestGateway(yaml: string, opts: { admin?: boolean } = {}): Promise<TestGateway> {
+  const head = `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\nshutdown_timeout: 2s\n`;
+  const config = loadConfigText(head + yaml, 'test.yaml');
+  const log = new MemoryAccessLog();
+  const sluice = await startSluice(config, { accessLog: log, admin: opts.admin ?? false });
+  return {
+    sluice,
+    port: sluice.port,
+    log,
+    url: (path = '/') => `http://127.0.0.1:${sluice.port}${path}`,
+    entry: (id) => log.next((e) => e.request_id === id),
+    close: () => sluice.close(500),
+  };
+}
+
+export interface TestServer<S = Server> {
+  readonly server: S;
+  readonly port: number;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** A node:http upstream on 127.0.0.1:0. */
+export async function startHttpServer(handler: RequestListener): Promise<TestServer> {
+  const server = createServer(handler);
+  server.keepAliveTimeout = 30_000;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  return {
+    server,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A raw TCP upstream: `onSocket` gets every connection (for malformed responses, stalls, resets). */
+export async function startRawServer(onSocket: (socket: Socket) => void): Promise<TestServer<NetServer>> {
+  const sockets = new Set<Socket>();
+  const server = createNetServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    onSocket(s);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  return {
+    server,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  /** The whole text received. */
+  raw: string;
+  /** Whether the server closed the connection. */
+  closed: boolean;
+}
+
+/**
+ * Sends raw bytes and collects what comes back until the connection closes or `waitMs` passes
+ * without data. For requests that fetch() or node:http would refuse to send.
+ */
+export async function rawRequest(port: number, text: string | Buffer, waitMs = 1_500): Promise<RawResponse> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  socket.write(text);
+  const chunks: Buffer[] = [];
+  let closed = false;
+  await new Promise<void>((resolve) => {
+    let timer = setTimeout(resolve, waitMs);
+    socket.on('data', (c: Buffer) => {
+      chunks.push(c);
+      clearTimeout(timer);
+      timer = setTimeout(resolve, Math.min(waitMs, 300));
+    });
+    socket.on('close', () => {
+      closed = true;
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  socket.destroy();
+  return parseRaw(Buffer.concat(chunks).toString('latin1'), closed);
+}
+
+export function parseRaw(raw: string, closed: boolean): RawResponse {
+  const end = raw.indexOf('\r\n\r\n');
+  const head = end === -1 ? raw : raw.slice(0, end);
+  const [statusLine, ...lines] = head.split('\r\n');
+  const headers: Record<string, string> = {};
+  for (const l of lines) {
+    const i = l.indexOf(':');
+    if (i > 0) headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
+  }
+  return {
+    status: Number(statusLine.split(' ')[1] ?? 0),
+    headers,
+    body: end === -1 ? '' : raw.slice(end + 4),
+    raw,
+    closed,
+  };
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  message: string;
+  phase?: string;
+  route?: string;
+  timeout_ms?: number;
+  elapsed_ms: number;
+  attempts?: number;
+  request_id: string;
+}
+
+/** Reads a fetch Response as a problem+json, asserting the content type. */
+export async function problemOf(res: Response): Promise<Problem> {
+  const type = res.headers.get('content-type');
+  if (type !== 'application/problem+json') throw new Error(`expected application/problem+json, got ${type}: ${await res.text()}`);
+  return (await res.json()) as Problem;
+}
+
+/** Resolves after `ms` (only for letting a deadline pass in tests that assert order, never for sync). */
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
