@@ -3,6 +3,7 @@
  * timeouts and limits with precedence route > upstream > defaults > built-in, resolved once at load and
  * frozen, so nothing is looked up per request.
  */
+import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
 import { ConfigError, type ConfigIssue } from './load.ts';
 import type { ConfigFile, TimeoutsInput } from './schema.ts';
 
@@ -34,12 +35,38 @@ export interface EffectiveTarget {
   readonly origin: string;
   /** Path prefix of the target URL without trailing slash ('' when none). */
   readonly basePath: string;
+  readonly weight: number;
 }
+
+type File = ConfigFile;
+type FileUpstream = File['upstreams'][string];
+type FileRoute = File['routes'][number];
+
+export type BalanceKind = FileUpstream['balance'];
+export type HealthConfig = NonNullable<FileUpstream['health']>;
+export type OutlierConfig = NonNullable<FileUpstream['outlier']>;
+export type CircuitConfig = NonNullable<FileUpstream['circuit']>;
+export type RetryConfig = NonNullable<FileRoute['retry']>;
+export type AsyncConfig = NonNullable<FileRoute['async']>;
 
 export interface EffectiveUpstream {
   readonly name: string;
   readonly targets: readonly EffectiveTarget[];
   readonly maxConnections: number | undefined;
+  readonly balance: BalanceKind;
+  readonly health: HealthConfig | undefined;
+  readonly outlier: OutlierConfig | undefined;
+  readonly circuit: CircuitConfig | undefined;
+  readonly maxConcurrent: number | undefined;
+  readonly queueTimeout: number;
+}
+
+export interface AlertRule {
+  readonly name: string;
+  readonly when: string;
+  readonly condition: AlertCondition;
+  readonly for: number;
+  readonly routes: readonly string[] | undefined;
 }
 
 export interface EffectiveRoute {
@@ -55,6 +82,9 @@ export interface EffectiveRoute {
   readonly stripPrefix: boolean;
   readonly timeouts: Timeouts;
   readonly maxBody: number;
+  readonly retry: RetryConfig | undefined;
+  /** undefined when async.mode is off. */
+  readonly async: AsyncConfig | undefined;
 }
 
 export interface EffectiveConfig {
@@ -65,6 +95,14 @@ export interface EffectiveConfig {
   readonly client: ConfigFile['client'];
   readonly upstreams: Readonly<Record<string, EffectiveUpstream>>;
   readonly routes: readonly EffectiveRoute[];
+  readonly clientTimeout: number | undefined;
+  readonly store: string;
+  readonly jobs: File['jobs'];
+  readonly alerts: {
+    readonly webhook: string | undefined;
+    readonly window: number;
+    readonly rules: readonly AlertRule[];
+  };
 }
 
 export function parseListen(text: string): ListenAddress {
@@ -94,11 +132,21 @@ export function resolveConfig(
       name,
       targets: Object.freeze(
         u.targets.map((t) => {
-          const url = new URL(t);
-          return Object.freeze({ origin: url.origin, basePath: url.pathname.replace(/\/+$/, '') });
+          const url = new URL(typeof t === 'string' ? t : t.url);
+          return Object.freeze({
+            origin: url.origin,
+            basePath: url.pathname.replace(/\/+$/, ''),
+            weight: typeof t === 'string' ? 1 : t.weight,
+          });
         }),
       ),
       maxConnections: u.max_connections,
+      balance: u.balance,
+      health: u.health && Object.freeze({ ...u.health }),
+      outlier: u.outlier && Object.freeze({ ...u.outlier }),
+      circuit: u.circuit && Object.freeze({ ...u.circuit }),
+      maxConcurrent: u.max_concurrent,
+      queueTimeout: u.queue_timeout,
     });
   }
 
@@ -138,7 +186,43 @@ export function resolveConfig(
       stripPrefix: r.strip_prefix,
       timeouts: mergeTimeouts(file.defaults.timeouts, u?.timeouts, r.timeouts),
       maxBody: r.max_body ?? u?.max_body ?? file.defaults.max_body,
+      retry:
+        r.retry && Object.freeze({ ...r.retry, on: Object.freeze([...r.retry.on]) as RetryConfig['on'] }),
+      async:
+        r.async && r.async.mode !== 'off'
+          ? Object.freeze({
+              ...r.async,
+              callback: r.async.callback && Object.freeze({ ...r.async.callback }),
+            })
+          : undefined,
     } satisfies EffectiveRoute);
+  });
+  const routeNames = new Set(file.routes.map((r) => r.name));
+  const rules = file.alerts.rules.map((rule, i): AlertRule => {
+    const condition = parseAlertCondition(rule.when);
+    if (typeof condition === 'string') {
+      issues.push({
+        path: `alerts.rules[${i}].when`,
+        line: lineOf(['alerts', 'rules', i, 'when']),
+        message: condition,
+      });
+    }
+    for (const [j, r] of (rule.routes ?? []).entries()) {
+      if (!routeNames.has(r)) {
+        issues.push({
+          path: `alerts.rules[${i}].routes[${j}]`,
+          line: lineOf(['alerts', 'rules', i, 'routes', j]),
+          message: `no route named "${r}"`,
+        });
+      }
+    }
+    return Object.freeze({
+      name: rule.name,
+      when: rule.when,
+      condition: condition as AlertCondition,
+      for: rule.for,
+      routes: rule.routes && Object.freeze([...rule.routes]),
+    });
   });
   if (issues.length > 0) throw new ConfigError('', issues);
 
@@ -153,5 +237,13 @@ export function resolveConfig(
     }),
     upstreams: Object.freeze(upstreams),
     routes: Object.freeze(routes),
+    clientTimeout: file.defaults.client_timeout,
+    store: file.store,
+    jobs: Object.freeze({ ...file.jobs }),
+    alerts: Object.freeze({
+      webhook: file.alerts.webhook,
+      window: file.alerts.window,
+      rules: Object.freeze(rules),
+    }),
   });
 }

@@ -28,6 +28,13 @@ const address = (description: string) =>
     .refine((s) => !(Number(s.slice(s.lastIndexOf(':') + 1)) > 65535), 'the port must be 0..65535')
     .meta({ description });
 
+const percent = (description: string) =>
+  z
+    .string()
+    .regex(/^\d+(\.\d+)?%$/, 'expected a percentage such as 20%')
+    .transform((v) => Number(v.slice(0, -1)) / 100)
+    .meta({ description });
+
 const name = z
   .string()
   .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'names use letters, digits, "_", "-" and "." (at most 64)');
@@ -50,8 +57,104 @@ const target = z
   .regex(/^https?:\/\//, 'expected an http:// or https:// URL')
   .meta({ description: 'Base URL of one upstream server, e.g. http://127.0.0.1:9001' });
 
+const weightedTarget = z.strictObject({
+  url: target,
+  weight: z
+    .number()
+    .int()
+    .min(1)
+    .max(1000)
+    .default(1)
+    .meta({ description: 'Relative share of traffic (default 1).' }),
+});
+
+const health = z.strictObject({
+  path: z
+    .string()
+    .startsWith('/')
+    .default('/healthz')
+    .meta({ description: 'Path probed with GET on every target.' }),
+  interval: duration('Time between probes of one target. Default 5s.').default(5_000),
+  timeout: duration('A probe slower than this fails. Default 1s.').default(1_000),
+  unhealthy_after: z
+    .number()
+    .int()
+    .min(1)
+    .default(3)
+    .meta({ description: 'Consecutive failed probes to mark a target unhealthy.' }),
+  healthy_after: z
+    .number()
+    .int()
+    .min(1)
+    .default(2)
+    .meta({ description: 'Consecutive good probes to mark it healthy again.' }),
+});
+
+const outlier = z.strictObject({
+  consecutive_failures: z
+    .number()
+    .int()
+    .min(1)
+    .default(5)
+    .meta({
+      description: 'Consecutive connection failures, timeouts or 5xx that eject a target. Default 5.',
+    }),
+  base_ejection: duration(
+    'First ejection lasts this long; each repeat ejection lasts longer. Default 30s.',
+  ).default(30_000),
+  max_ejection: duration('Longest ejection. Default 5m.').default(300_000),
+  eject_last: z
+    .boolean()
+    .default(false)
+    .meta({ description: 'Allow ejecting the last available target (default false: keep serving from it).' }),
+});
+
+const circuit = z.strictObject({
+  error_rate: percent(
+    'Open when errors (timeouts, connection failures, 5xx) exceed this share. Default 50%.',
+  ).default(0.5),
+  min_requests: z
+    .number()
+    .int()
+    .min(1)
+    .default(20)
+    .meta({ description: 'Requests in the window before the rate counts.' }),
+  window: duration('Sliding window over which the error rate is measured. Default 10s.').default(10_000),
+  open_for: duration('How long the circuit stays open before half-open probes. Default 30s.').default(30_000),
+  half_open_requests: z
+    .number()
+    .int()
+    .min(1)
+    .default(3)
+    .meta({ description: 'Probe requests admitted while half-open.' }),
+});
+
 const upstream = z.strictObject({
-  targets: z.array(target).min(1, 'an upstream needs at least one target'),
+  targets: z
+    .array(z.union([target, weightedTarget]))
+    .min(1, 'an upstream needs at least one target')
+    .meta({ description: 'Target URLs, or { url, weight } objects.' }),
+  balance: z
+    .enum(['round-robin', 'least-request', 'random'])
+    .default('round-robin')
+    .meta({
+      description:
+        'How a target is picked: round-robin (weighted), least-request (power of two choices), random.',
+    }),
+  health: health.optional().meta({ description: 'Active health checks (off unless set).' }),
+  outlier: outlier.optional().meta({ description: 'Passive outlier ejection (off unless set).' }),
+  circuit: circuit.optional().meta({ description: 'Circuit breaker on the error rate (off unless set).' }),
+  max_concurrent: z
+    .number()
+    .int()
+    .positive()
+    .optional()
+    .meta({
+      description: 'Most requests in flight to this upstream; excess waits up to queue_timeout, then 503.',
+    }),
+  queue_timeout: duration('How long a request may wait for a max_concurrent slot. Default 1s.').default(
+    1_000,
+  ),
   timeouts: timeouts.optional().meta({ description: 'Timeouts for every route using this upstream.' }),
   max_body: size('Largest request body accepted for routes of this upstream (413).').optional(),
   max_connections: z
@@ -90,6 +193,65 @@ const route = z.strictObject({
     .meta({ description: 'Remove the matched path prefix before forwarding.' }),
   timeouts: timeouts.optional(),
   max_body: size('Largest request body accepted (413).').optional(),
+  retry: z
+    .strictObject({
+      attempts: z.number().int().min(1).max(10).meta({ description: 'Tries in all, the first included.' }),
+      on: z
+        .array(z.union([z.enum(['connect', 'reset', 'ttfb']), z.number().int().min(500).max(599)]))
+        .default(['connect', 'reset'])
+        .meta({
+          description: 'Conditions that allow a retry: connect, reset, ttfb (timeout) and 5xx status codes.',
+        }),
+      budget: percent(
+        'Retries may add at most this share of requests (over 10 s, min 3 per second). Default 20%.',
+      ).default(0.2),
+      per_try: duration('Budget of one try (default: what is left of total).').optional(),
+      backoff: duration('Base of the jittered exponential backoff between tries. Default 25ms.').default(25),
+    })
+    .optional()
+    .meta({ description: 'Retries of idempotent requests (or with Idempotency-Key).' }),
+  async: z
+    .strictObject({
+      mode: z
+        .enum(['off', 'auto', 'queue', 'prefer'])
+        .default('off')
+        .meta({
+          description:
+            'off | auto (202 when slow) | queue (202 at once, delivered by workers) | prefer (on Prefer: respond-async).',
+        }),
+      after: duration(
+        'auto/prefer: answer 202 when no response headers came within this. Default 5s.',
+      ).default(5_000),
+      timeout: duration('Budget of the upstream call once it runs in the background. Default 15m.').default(
+        900_000,
+      ),
+      keep: duration('How long a finished job and its result are kept. Default 1h.').default(3_600_000),
+      max_result: size(
+        'Largest result stored; larger ends the job failed (result-too-large). Default 10MB.',
+      ).default(10 * 1024 * 1024),
+      max_body: size('Largest request body stored for queue mode. Default 10MB.').default(10 * 1024 * 1024),
+      attempts: z
+        .number()
+        .int()
+        .min(1)
+        .max(20)
+        .default(3)
+        .meta({ description: 'queue: delivery tries where safe.' }),
+      callback: z
+        .strictObject({
+          allow: z
+            .array(z.string())
+            .min(1)
+            .meta({
+              description: 'URL prefixes a Callback-Url header may name (e.g. https://hooks.example.com/).',
+            }),
+          secret: z.string().min(16).meta({ description: 'HMAC-SHA256 key signing callback bodies.' }),
+        })
+        .optional()
+        .meta({ description: "Completion webhooks to the request's Callback-Url, when allowed." }),
+    })
+    .optional()
+    .meta({ description: 'Asynchronous offload: slow requests become jobs to poll (202 + Location).' }),
 });
 
 const client = z
@@ -140,6 +302,55 @@ export const configSchema = z.strictObject({
     .strictObject({
       timeouts: timeouts.prefault({}),
       max_body: size('Largest request body accepted (413). Default 10MB.').default(10 * 1024 * 1024),
+      client_timeout: duration(
+        'Timeout of whatever sits in front of Sluice (client, load balancer; AWS API Gateway: 29s). `sluice check` warns about routes whose budget exceeds it.',
+      ).optional(),
+    })
+    .prefault({}),
+  store: z
+    .string()
+    .regex(/^(sqlite:.+|redis:\/\/.+)$/, 'expected sqlite:PATH or redis://host:port/db')
+    .default('sqlite:./.sluice/sluice.db')
+    .meta({ description: 'Where async jobs live: sqlite:PATH (one instance) or redis://… (several).' }),
+  jobs: z
+    .strictObject({
+      prefix: z
+        .string()
+        .startsWith('/')
+        .default('/_sluice/jobs')
+        .meta({ description: 'Public path of the job resource.' }),
+      workers: z
+        .number()
+        .int()
+        .min(1)
+        .default(8)
+        .meta({ description: 'queue mode: deliveries in flight per instance.' }),
+    })
+    .prefault({}),
+  alerts: z
+    .strictObject({
+      webhook: z
+        .string()
+        .url()
+        .optional()
+        .meta({ description: 'Slack-compatible webhook receiving firing/resolved alerts.' }),
+      window: duration('Sliding window of latency percentiles and rates. Default 30s.').default(30_000),
+      rules: z
+        .array(
+          z.strictObject({
+            name: name.meta({ description: 'Rule name, shown in notifications.' }),
+            when: z.string().meta({
+              description:
+                'Condition: "p50|p95|p99 > N% of timeout", "timeout_rate > N%", "error_rate > N%" or "circuit_open".',
+            }),
+            for: duration('How long the condition must hold before firing. Default 10s.').default(10_000),
+            routes: z
+              .array(z.string())
+              .optional()
+              .meta({ description: 'Only these routes (default: every route).' }),
+          }),
+        )
+        .default([]),
     })
     .prefault({}),
   upstreams: z.record(name, upstream).meta({ description: 'Named groups of targets.' }),

@@ -23,6 +23,8 @@ function route(name: string, m: MatchSpec = {}): { route: EffectiveRoute } {
         headers: m.headers,
       },
       upstream: 'u',
+      retry: undefined,
+      async: undefined,
       stripPrefix: false,
       timeouts: { connect: 5_000, send: 30_000, ttfb: 30_000, read: 60_000, total: 29_000 },
       maxBody: 1024,
