@@ -33,7 +33,15 @@ export type ErrorCode =
   | 'client-timeout'
   | 'body-too-large'
   | 'headers-too-large'
-  | 'internal-error';
+  | 'internal-error'
+  | 'job-not-found'
+  | 'job-not-final'
+  | 'job-final'
+  | 'job-cancelled'
+  | 'method-not-allowed'
+  | 'interrupted'
+  | 'result-too-large'
+  | 'store-unavailable';
 
 interface Kind {
   status: number;
@@ -107,6 +115,54 @@ const KINDS: Record<ErrorCode, Kind> = {
     status: 500,
     title: 'Internal gateway error',
     message: 'The gateway failed to handle the request',
+    outcome: 'upstream_error',
+  },
+  'job-not-found': {
+    status: 404,
+    title: 'Job not found',
+    message: 'Not found: no such job (it may have expired)',
+    outcome: 'rejected',
+  },
+  'job-not-final': {
+    status: 409,
+    title: 'Job not finished',
+    message: 'The job has not finished yet: poll its status and retry after Retry-After',
+    outcome: 'rejected',
+  },
+  'job-final': {
+    status: 409,
+    title: 'Job already finished',
+    message: 'The job has already finished and can no longer be cancelled',
+    outcome: 'rejected',
+  },
+  'job-cancelled': {
+    status: 410,
+    title: 'Job cancelled',
+    message: 'The job was cancelled: it has no result',
+    outcome: 'rejected',
+  },
+  'method-not-allowed': {
+    status: 405,
+    title: 'Method not allowed',
+    message: 'This resource does not support the request method',
+    outcome: 'rejected',
+  },
+  interrupted: {
+    status: 502,
+    title: 'Job interrupted',
+    message: 'Bad gateway: the gateway stopped while the upstream call was in progress',
+    outcome: 'upstream_error',
+  },
+  'result-too-large': {
+    status: 502,
+    title: 'Result too large',
+    message: 'Bad gateway: the upstream response exceeds the largest result kept for this route',
+    outcome: 'upstream_error',
+  },
+  'store-unavailable': {
+    status: 503,
+    title: 'Job store unavailable',
+    message: 'Service unavailable: the job store cannot be used right now',
     outcome: 'upstream_error',
   },
 };
@@ -330,6 +386,8 @@ export function sendProblem(
     extras.requestId,
     'cache-control',
     'no-store',
+    'server-timing',
+    `sluice;desc="gateway";dur=${extras.elapsedMs.toFixed(1)}`,
   ];
   const ps = proxyStatus(err);
   if (ps) headers.push('proxy-status', ps);

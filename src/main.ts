@@ -6,6 +6,11 @@ import { AdminServer } from './admin/admin-server.ts';
 import type { EffectiveConfig } from './config/resolve.ts';
 import { type AccessLog, createAccessLog } from './observability/access-log.ts';
 import { type Logger, silentLogger } from './observability/logger.ts';
+import {
+  createObservability,
+  type Observability,
+  observabilityRoutes,
+} from './observability/observability.ts';
 import { Gateway } from './server/gateway.ts';
 
 export interface SluiceOptions {
@@ -18,6 +23,8 @@ export interface SluiceOptions {
 export interface Sluice {
   readonly gateway: Gateway;
   readonly admin: AdminServer | undefined;
+  /** Metrics, latency windows and alerts. */
+  readonly observability: Observability;
   /** Actual ports (useful with port 0). */
   readonly port: number;
   readonly adminPort: number | undefined;
@@ -28,7 +35,17 @@ export interface Sluice {
 export async function startSluice(config: EffectiveConfig, options: SluiceOptions = {}): Promise<Sluice> {
   const logger = options.logger ?? silentLogger;
   const accessLog = options.accessLog ?? createAccessLog(config.accessLog);
-  const gateway = new Gateway(config, { accessLog, logger });
+  const inflight = { gateway: undefined as Gateway | undefined };
+  const observability = createObservability(config, {
+    logger,
+    gateway: {
+      get inflight() {
+        return inflight.gateway?.inflight ?? 0;
+      },
+    },
+  });
+  const gateway = new Gateway(config, { accessLog, logger, onRequest: observability.onRequest });
+  inflight.gateway = gateway;
   let draining = false;
   const admin =
     options.admin === false
@@ -38,6 +55,9 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
           token: config.admin.token,
           ready: () => !draining && gateway.server.listening,
         });
+  if (admin)
+    for (const [path, handler] of Object.entries(observabilityRoutes(observability)))
+      admin.route(path, handler);
   const { port } = await gateway.listen();
   let adminPort: number | undefined;
   try {
@@ -46,17 +66,21 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     await gateway.close(0);
     throw err;
   }
+  observability.start();
   return {
     gateway,
     admin,
+    observability,
     port,
     adminPort,
     reload(next) {
       gateway.reload(next);
+      observability.reload(next);
     },
     async close(graceMs) {
       draining = true;
       await gateway.close(graceMs);
+      await observability.stop();
       await admin?.close();
     },
   };

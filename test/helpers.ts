@@ -158,9 +158,62 @@ export interface Problem {
 /** Reads a fetch Response as a problem+json, asserting the content type. */
 export async function problemOf(res: Response): Promise<Problem> {
   const type = res.headers.get('content-type');
-  if (type !== 'application/problem+json') throw new Error(`expected application/problem+json, got ${type}: ${await res.text()}`);
+  if (type !== 'application/problem+json')
+    throw new Error(`expected application/problem+json, got ${type}: ${await res.text()}`);
   return (await res.json()) as Problem;
 }
 
 /** Resolves after `ms` (only for letting a deadline pass in tests that assert order, never for sync). */
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface GatewayProcess {
+  readonly pid: number;
+  readonly port: number;
+  url(path?: string): string;
+  /** Resident memory of the gateway process, KiB: current and peak (VmRSS, VmHWM). */
+  memory(): { rssKiB: number; peakKiB: number };
+  stop(): Promise<number | null>;
+}
+
+/** Runs the real CLI (`sluice start -c FILE`) as a child process with the given YAML. */
+export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
+  const { mkdtempSync, writeFileSync, readFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { spawn } = await import('node:child_process');
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-test-'));
+  const file = join(dir, 'sluice.yaml');
+  writeFileSync(file, `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\naccess_log: off\n${yaml}`);
+  const bin = new URL('../bin/sluice.js', import.meta.url).pathname;
+  const child = spawn(process.execPath, [bin, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start: ${stderr}`)), 10_000);
+    child.stderr?.on('data', (d) => {
+      stderr += d;
+      const m = /listening on http:\/\/[^:]+:(\d+)/.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`gateway exited ${code}: ${stderr}`)));
+  });
+  const pid = child.pid as number;
+  return {
+    pid,
+    port,
+    url: (path = '/') => `http://127.0.0.1:${port}${path}`,
+    memory() {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const kib = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+      return { rssKiB: kib('VmRSS'), peakKiB: kib('VmHWM') };
+    },
+    async stop() {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const [code] = (await once(child, 'exit')) as [number | null];
+      return code;
+    },
+  };
+}

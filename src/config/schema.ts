@@ -91,14 +91,9 @@ const health = z.strictObject({
 });
 
 const outlier = z.strictObject({
-  consecutive_failures: z
-    .number()
-    .int()
-    .min(1)
-    .default(5)
-    .meta({
-      description: 'Consecutive connection failures, timeouts or 5xx that eject a target. Default 5.',
-    }),
+  consecutive_failures: z.number().int().min(1).default(5).meta({
+    description: 'Consecutive connection failures, timeouts or 5xx that eject a target. Default 5.',
+  }),
   base_ejection: duration(
     'First ejection lasts this long; each repeat ejection lasts longer. Default 30s.',
   ).default(30_000),
@@ -134,24 +129,16 @@ const upstream = z.strictObject({
     .array(z.union([target, weightedTarget]))
     .min(1, 'an upstream needs at least one target')
     .meta({ description: 'Target URLs, or { url, weight } objects.' }),
-  balance: z
-    .enum(['round-robin', 'least-request', 'random'])
-    .default('round-robin')
-    .meta({
-      description:
-        'How a target is picked: round-robin (weighted), least-request (power of two choices), random.',
-    }),
+  balance: z.enum(['round-robin', 'least-request', 'random']).default('round-robin').meta({
+    description:
+      'How a target is picked: round-robin (weighted), least-request (power of two choices), random.',
+  }),
   health: health.optional().meta({ description: 'Active health checks (off unless set).' }),
   outlier: outlier.optional().meta({ description: 'Passive outlier ejection (off unless set).' }),
   circuit: circuit.optional().meta({ description: 'Circuit breaker on the error rate (off unless set).' }),
-  max_concurrent: z
-    .number()
-    .int()
-    .positive()
-    .optional()
-    .meta({
-      description: 'Most requests in flight to this upstream; excess waits up to queue_timeout, then 503.',
-    }),
+  max_concurrent: z.number().int().positive().optional().meta({
+    description: 'Most requests in flight to this upstream; excess waits up to queue_timeout, then 503.',
+  }),
   queue_timeout: duration('How long a request may wait for a max_concurrent slot. Default 1s.').default(
     1_000,
   ),
@@ -212,13 +199,10 @@ const route = z.strictObject({
     .meta({ description: 'Retries of idempotent requests (or with Idempotency-Key).' }),
   async: z
     .strictObject({
-      mode: z
-        .enum(['off', 'auto', 'queue', 'prefer'])
-        .default('off')
-        .meta({
-          description:
-            'off | auto (202 when slow) | queue (202 at once, delivered by workers) | prefer (on Prefer: respond-async).',
-        }),
+      mode: z.enum(['off', 'auto', 'queue', 'prefer']).default('off').meta({
+        description:
+          'off | auto (202 when slow) | queue (202 at once, delivered by workers) | prefer (on Prefer: respond-async).',
+      }),
       after: duration(
         'auto/prefer: answer 202 when no response headers came within this. Default 5s.',
       ).default(5_000),
@@ -239,12 +223,9 @@ const route = z.strictObject({
         .meta({ description: 'queue: delivery tries where safe.' }),
       callback: z
         .strictObject({
-          allow: z
-            .array(z.string())
-            .min(1)
-            .meta({
-              description: 'URL prefixes a Callback-Url header may name (e.g. https://hooks.example.com/).',
-            }),
+          allow: z.array(z.string()).min(1).meta({
+            description: 'URL prefixes a Callback-Url header may name (e.g. https://hooks.example.com/).',
+          }),
           secret: z.string().min(16).meta({ description: 'HMAC-SHA256 key signing callback bodies.' }),
         })
         .optional()

@@ -21,6 +21,7 @@ import {
   upstreamTimeout,
 } from '../errors.ts';
 import type { AccessLogEntry } from '../observability/access-log.ts';
+import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
 import type { Target } from '../upstream/upstream.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
@@ -199,7 +200,15 @@ export class Exchange {
       return false;
     }
     this.upstreamTiming = serverTiming;
-    headers.push('via', via ? `${via}, ${VIA}` : VIA, 'x-request-id', this.requestId);
+    const upstreamMs = t - this.dispatchedAt;
+    headers.push(
+      'via',
+      via ? `${via}, ${VIA}` : VIA,
+      'x-request-id',
+      this.requestId,
+      'server-timing',
+      gatewayTiming(this.dispatchedAt - this.startedAt, upstreamMs),
+    );
     this.rt.decorateResponse?.(this, headers);
     try {
       this.res.writeHead(statusCode, statusText || undefined, headers);
@@ -223,6 +232,7 @@ export class Exchange {
     this.paused = true;
     this.pausedAt = t;
     this.res.once('drain', this.#onDrain);
+    this.#arm();
     return false;
   }
 
@@ -338,7 +348,9 @@ export class Exchange {
   }
 
   #malformed(why: string): GatewayError {
-    const err = Object.assign(new Error(`malformed upstream response: ${why}`), { code: 'HPE_INVALID_RESPONSE' });
+    const err = Object.assign(new Error(`malformed upstream response: ${why}`), {
+      code: 'HPE_INVALID_RESPONSE',
+    });
     return fromUpstreamFailure(err, 'ttfb', this.rt.name, this.rt.upstream.name);
   }
 
@@ -426,6 +438,7 @@ export class Exchange {
       ttfb: this.headersAt > 0 ? r(this.headersAt - this.sentAt) : null,
       total: r(t - this.startedAt),
       budget_ms: this.budget,
+      upstream_timing: this.upstreamTiming === undefined ? undefined : parseServerTiming(this.upstreamTiming),
     });
   }
 }

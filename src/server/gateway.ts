@@ -25,6 +25,8 @@ import { isValidRequestId, newRequestId } from './request-id.ts';
 export interface GatewayOptions {
   accessLog?: AccessLog;
   logger?: Logger;
+  /** Called once per finished request, right after its access-log line (metrics, latency windows). */
+  onRequest?: (entry: AccessLogEntry) => void;
 }
 
 const now = performance.now.bind(performance);
@@ -50,6 +52,7 @@ export class Gateway implements ExchangeHost {
   readonly server: Server;
   readonly accessLog: AccessLog;
   readonly logger: Logger;
+  readonly #onRequest: ((entry: AccessLogEntry) => void) | undefined;
   #runtime: Runtime;
   #trusted: BlockList | undefined;
   #inflight = 0;
@@ -62,6 +65,7 @@ export class Gateway implements ExchangeHost {
   constructor(config: EffectiveConfig, options: GatewayOptions = {}) {
     this.accessLog = options.accessLog ?? nullAccessLog;
     this.logger = options.logger ?? silentLogger;
+    this.#onRequest = options.onRequest;
     this.#runtime = buildRuntime(config);
     this.#trusted = buildTrusted(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
@@ -164,6 +168,7 @@ export class Gateway implements ExchangeHost {
 
   log(entry: AccessLogEntry): void {
     this.accessLog.write(entry);
+    this.#onRequest?.(entry);
     if (--this.#inflight === 0 && this.#drainWaiters.length > 0) {
       for (const w of this.#drainWaiters.splice(0)) w();
     }
@@ -374,7 +379,7 @@ export class Gateway implements ExchangeHost {
         `connection: close\r\n\r\n${body}`,
     );
     setTimeout(() => socket.destroy(), 1_000).unref();
-    this.accessLog.write({
+    const entry: AccessLogEntry = {
       time: new Date().toISOString(),
       request_id: requestId,
       method: '',
@@ -397,6 +402,8 @@ export class Gateway implements ExchangeHost {
       ttfb: null,
       total: 0,
       budget_ms: 0,
-    });
+    };
+    this.accessLog.write(entry);
+    this.#onRequest?.(entry);
   }
 }

@@ -8,11 +8,17 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
+import type { Server as NetServer } from 'node:net';
 import { connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
-import { problemOf, startRawServer, startTestGateway, type TestGateway, type TestServer } from '../helpers.ts';
-import type { Server as NetServer } from 'node:net';
+import {
+  problemOf,
+  startRawServer,
+  startTestGateway,
+  type TestGateway,
+  type TestServer,
+} from '../helpers.ts';
 
 const MARGIN = 400; // ms allowed after a deadline on a busy 2-core machine
 
@@ -22,14 +28,19 @@ async function startBlackhole(): Promise<{ port: number; close(): void }> {
     '-c',
     "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)",
   ]);
-  const port = Number(await new Promise<string>((resolve) => child.stdout?.once('data', (d) => resolve(String(d)))));
+  const port = Number(
+    await new Promise<string>((resolve) => child.stdout?.once('data', (d) => resolve(String(d)))),
+  );
   // Fill the accept queue (backlog 0 → one connection).
   const fillers: Socket[] = [];
   for (let i = 0; i < 4; i++) {
     const s = connect(port, '127.0.0.1');
     s.on('error', () => {});
     fillers.push(s);
-    const ok = await Promise.race([once(s, 'connect').then(() => true), new Promise((r) => setTimeout(() => r(false), 300))]);
+    const ok = await Promise.race([
+      once(s, 'connect').then(() => true),
+      new Promise((r) => setTimeout(() => r(false), 300)),
+    ]);
     if (!ok) break;
   }
   return {
@@ -56,7 +67,9 @@ function timed<T>(p: Promise<T>): Promise<{ value: T; ms: number }> {
 }
 
 /** GETs through node:http and reports how the body ended: complete, or cut (aborted/error). */
-function getBody(url: string): Promise<{ status: number; headers: Record<string, unknown>; body: string; complete: boolean }> {
+function getBody(
+  url: string,
+): Promise<{ status: number; headers: Record<string, unknown>; body: string; complete: boolean }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(url, { agent: false }, (res) => {
       let body = '';
@@ -64,9 +77,15 @@ function getBody(url: string): Promise<{ status: number; headers: Record<string,
       res.on('data', (c) => {
         body += c;
       });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: res.complete }));
-      res.on('error', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: false }));
-      res.on('aborted', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: false }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: res.complete }),
+      );
+      res.on('error', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: false }),
+      );
+      res.on('aborted', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: false }),
+      );
     });
     req.on('error', reject);
     req.end();
@@ -93,7 +112,9 @@ describe('phase timeouts and upstream failures', () => {
     });
     cltePort = await startRawServer((s) => {
       s.once('data', () =>
-        s.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'),
+        s.end(
+          'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+        ),
       );
     });
     const refused = await closedPort();
@@ -303,7 +324,9 @@ routes:
     assert.ok(Number(larger.headers.get('x-received-timeout-ms')) <= 29_000);
     await larger.arrayBuffer();
 
-    const { value: res, ms } = await timed(fetch(gw.url('/slow?ms=3000'), { headers: { 'x-timeout-ms': '300' } }));
+    const { value: res, ms } = await timed(
+      fetch(gw.url('/slow?ms=3000'), { headers: { 'x-timeout-ms': '300' } }),
+    );
     assert.equal(res.status, 504);
     const p = await problemOf(res);
     assert.equal(p.phase, 'total');

@@ -1,0 +1,197 @@
+/**
+ * The observability facade (SPEC §7): what the gateway calls once per finished request (`onRequest`),
+ * and what the admin listener serves (`/metrics`, `/api/alerts`). It owns the per-route sliding
+ * latency windows, the Prometheus metrics and the alert engine, and the one-second ticker that
+ * evaluates the alerts.
+ *
+ * `onRequest` is the hot path: one Map lookup by route name, then the route's pre-bound metric series
+ * and its latency window — no allocation, no string building, no I/O. Everything else (merging
+ * windows, rendering metrics, alert evaluation, webhook delivery) happens off the request path.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type AdminHandler, json } from '../admin/admin-server.ts';
+import { type Clock, systemClock } from '../clock.ts';
+import type { EffectiveConfig } from '../config/resolve.ts';
+import type { AccessLogEntry } from './access-log.ts';
+import { AlertEngine, type AlertEngineOptions } from './alerts.ts';
+import { LatencyWindow, type WindowStats } from './latency-window.ts';
+import type { Logger } from './logger.ts';
+import { type MetricProviders, Metrics, type RouteSeries } from './metrics.ts';
+
+export interface ObservabilityDeps {
+  logger: Logger;
+  clock?: Clock;
+  /** The gateway, for the in-flight gauge. */
+  gateway: { readonly inflight: number };
+  /** Webhook delivery settings (tests shorten them). */
+  webhook?: AlertEngineOptions['webhook'];
+}
+
+/** Live state of later subsystems (jobs, breakers, health checks). */
+export interface ObservabilityProviders extends MetricProviders {
+  /** Whether an upstream's circuit is open (circuit_open alerts); default: from `circuits`. */
+  circuitOpen?: (upstream: string) => boolean;
+}
+
+export interface Observability {
+  /** Call once per finished request, after the access-log line (the hot path). */
+  onRequest(entry: AccessLogEntry): void;
+  /** The Prometheus text exposition. */
+  metricsText(): Promise<string>;
+  /** Content type of `metricsText()`. */
+  readonly contentType: string;
+  /** Sliding-window statistics of a route; undefined for unknown routes. */
+  window(route: string): WindowStats | undefined;
+  /** Applies a new config; routes that still exist keep their windows, alerts their state. */
+  reload(config: EffectiveConfig): void;
+  /** Starts the one-second alert ticker. */
+  start(): void;
+  /** Stops the ticker and webhook delivery. */
+  stop(): Promise<void>;
+  /** One evaluation round, as the ticker runs it (for tests with a fake clock). */
+  tick(): void;
+  setProviders(providers: ObservabilityProviders): void;
+  readonly metrics: Metrics;
+  readonly alerts: AlertEngine;
+}
+
+interface RouteObs {
+  readonly series: RouteSeries;
+  /** undefined for '' (no route) and for routes a reload removed while their requests finished. */
+  readonly window: LatencyWindow | undefined;
+}
+
+function isError(e: AccessLogEntry): boolean {
+  const o = e.outcome;
+  return e.status >= 500 || o === 'upstream_error' || o === 'circuit_open' || o === 'shed';
+}
+
+export function createObservability(initial: EffectiveConfig, deps: ObservabilityDeps): Observability {
+  const clock = deps.clock ?? systemClock;
+  let config = initial;
+  let routes = new Map<string, RouteObs>();
+  let ticker: NodeJS.Timeout | undefined;
+  // Within one alert round every rule of a route reads the same merged window.
+  let roundCache: Map<string, WindowStats | undefined> | undefined;
+  let recordFailed = false;
+
+  const window = (route: string): WindowStats | undefined => {
+    if (roundCache?.has(route)) return roundCache.get(route);
+    const stats = routes.get(route)?.window?.stats();
+    roundCache?.set(route, stats);
+    return stats;
+  };
+
+  const metrics = new Metrics({
+    inflight: () => deps.gateway.inflight,
+    routes: () => config.routes,
+    window,
+    alerts: () => alerts.states(),
+  });
+  const alerts = new AlertEngine(initial, { logger: deps.logger, clock, window, webhook: deps.webhook });
+
+  const build = (next: EffectiveConfig) => {
+    const windowChanged = next.alerts.window !== config.alerts.window;
+    const old = routes;
+    routes = new Map();
+    routes.set('', { series: metrics.series(''), window: undefined });
+    for (const r of next.routes) {
+      const kept = windowChanged ? undefined : old.get(r.name)?.window;
+      routes.set(r.name, {
+        series: metrics.series(r.name),
+        window: kept ?? new LatencyWindow(next.alerts.window, clock),
+      });
+    }
+    metrics.retain(new Set(next.routes.map((r) => r.name)));
+  };
+  build(initial);
+
+  const tick = () => {
+    roundCache = new Map();
+    try {
+      alerts.evaluate();
+    } catch (err) {
+      deps.logger.error({ error: (err as Error).message }, 'alert evaluation failed');
+    } finally {
+      roundCache = undefined;
+    }
+  };
+
+  return {
+    metrics,
+    alerts,
+    contentType: metrics.contentType,
+    onRequest(e) {
+      try {
+        const name = e.route ?? '';
+        let r = routes.get(name);
+        if (r === undefined) routes.set(name, (r = { series: metrics.series(name), window: undefined }));
+        r.series.record(e);
+        const w = r.window;
+        if (w !== undefined && e.outcome !== 'rejected') {
+          w.record(e.total, e.outcome === 'timeout' ? 'timeout' : isError(e) ? 'error' : 'ok', e.budget_ms);
+        }
+      } catch (err) {
+        // Never let a metrics bug break the gateway's request accounting; say so once.
+        if (!recordFailed)
+          deps.logger.error({ error: (err as Error).message }, 'recording request metrics failed');
+        recordFailed = true;
+      }
+    },
+    metricsText: () => metrics.text(),
+    window,
+    reload(next) {
+      build(next);
+      config = next;
+      alerts.reload(next);
+    },
+    start() {
+      if (ticker) return;
+      ticker = setInterval(tick, 1_000);
+      ticker.unref();
+    },
+    async stop() {
+      clearInterval(ticker);
+      ticker = undefined;
+      await alerts.close();
+    },
+    tick,
+    setProviders(p) {
+      metrics.setProviders(p);
+      const circuits = p.circuits;
+      if (p.circuitOpen) alerts.setCircuitOpen(p.circuitOpen);
+      else if (circuits) alerts.setCircuitOpen((u) => circuits()[u] === 'open');
+    },
+  };
+}
+
+/** The admin endpoints of observability: `GET /metrics` and `GET /api/alerts`. */
+export function observabilityRoutes(obs: Observability): Record<string, AdminHandler> {
+  const getOnly = (req: IncomingMessage, res: ServerResponse): boolean => {
+    if (req.method === 'GET' || req.method === 'HEAD') return true;
+    res.setHeader('allow', 'GET, HEAD');
+    json(
+      res,
+      405,
+      { type: 'https://sluice.dev/problems/method-not-allowed', title: 'Method not allowed', status: 405 },
+      'application/problem+json',
+    );
+    return false;
+  };
+  return {
+    '/metrics': async (req, res) => {
+      if (!getOnly(req, res)) return;
+      const text = await obs.metricsText();
+      res.writeHead(200, {
+        'content-type': obs.contentType,
+        'content-length': Buffer.byteLength(text),
+        'cache-control': 'no-store',
+      });
+      res.end(req.method === 'HEAD' ? undefined : text);
+    },
+    '/api/alerts': (req, res) => {
+      if (!getOnly(req, res)) return;
+      json(res, 200, { active: obs.alerts.active(), history: obs.alerts.history() });
+    },
+  };
+}
