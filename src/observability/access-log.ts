@@ -23,6 +23,8 @@ export interface AccessLogEntry {
   bytes_out: number;
   attempts: number;
   retries: number;
+  /** Why each earlier try ended (`connect`, `reset`, `ttfb-timeout`, `503`, `stale-connection`), when retried. */
+  tries?: string[];
   /** Milliseconds; null when the phase did not happen (e.g. connect on a reused connection is 0). */
   dns: number | null;
   connect: number | null;

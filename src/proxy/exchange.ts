@@ -1,14 +1,15 @@
 /**
- * One client request forwarded to one upstream target: the streaming, the five phase timeouts of
- * SPEC §4, cancellation both ways, and the access-log line. This is the hot path, so it is a single
- * object per request that is itself the undici dispatch handler (no per-phase closures or promises),
- * with one lazily re-armed timer: a phase change that pushes the next deadline later leaves the timer
- * alone, and the timer re-arms itself for what is left when it fires early.
+ * One client request forwarded upstream: admission (circuit breaker, concurrency slot), target choice,
+ * tries and retries, the streaming, the five phase timeouts of SPEC §4, cancellation both ways, and
+ * the access-log line. This is the hot path: one Exchange per request plus one small Attempt per try
+ * (the undici dispatch handler, which lets a retried or abandoned try's late callbacks be ignored),
+ * no per-phase closures or promises, and one lazily re-armed timer: a phase change that pushes the
+ * next deadline later leaves the timer alone; the timer re-arms itself for what is left when it fires.
  *
  * Phases (SPEC §4): connect = dispatch → connection ready; send = idle gap writing the request body
  * (only while the upstream is not draining it); ttfb = request fully sent → response headers; read =
  * idle gap between response chunks (not while the client applies back-pressure); total = request
- * arrival → response complete.
+ * arrival → response complete, across all tries.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
@@ -22,15 +23,16 @@ import {
 } from '../errors.ts';
 import type { AccessLogEntry } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
-import type { Target } from '../upstream/upstream.ts';
+import type { Admission, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
 
-const CONNECTING = 0;
-const SENDING = 1;
-const WAITING = 2;
-const READING = 3;
-const DONE = 4;
+const QUEUED = 0; // waiting for a concurrency slot or a retry's backoff
+const CONNECTING = 1;
+const SENDING = 2;
+const WAITING = 3;
+const READING = 4;
+const DONE = 5;
 
 /** What an exchange needs from the gateway around it. */
 export interface ExchangeHost {
@@ -42,10 +44,68 @@ export interface ExchangeHost {
 
 const now = performance.now.bind(performance);
 
-/** An error used to abort the upstream request when the client went away. */
-class ClientGoneError extends Error {
-  override name = 'ClientGoneError';
-  readonly code = 'client-aborted';
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/** An error used to abort the upstream request when the client went away or a try is abandoned. */
+class AbandonedError extends Error {
+  override name = 'AbandonedError';
+  readonly code = 'abandoned';
+}
+
+/**
+ * The undici handler of one try. Callbacks of a try that the exchange gave up on (retried, timed
+ * out, client gone) are ignored, and its request is aborted as soon as undici hands it over.
+ */
+class Attempt {
+  readonly ex: Exchange;
+  live = true;
+  abort: ((err?: Error) => void) | null = null;
+  reason: Error | null = null;
+
+  constructor(ex: Exchange) {
+    this.ex = ex;
+  }
+
+  /** Gives up this try: aborts its upstream request now or as soon as undici connects it. */
+  abandon(reason: Error): void {
+    if (!this.live) return;
+    this.live = false;
+    this.reason = reason;
+    if (this.abort !== null) this.abort(reason);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (!this.live) {
+      abort(this.reason ?? new AbandonedError('try abandoned'));
+      return;
+    }
+    this.abort = abort;
+    this.ex.onConnect();
+  }
+  onBodySent(chunk: { length: number }): void {
+    if (this.live) this.ex.onBodySent(chunk);
+  }
+  onRequestSent(): void {
+    if (this.live) this.ex.onRequestSent();
+  }
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    return this.live ? this.ex.onHeaders(statusCode, rawHeaders, resume, statusText) : false;
+  }
+  onData(chunk: Buffer): boolean {
+    return this.live ? this.ex.onData(chunk) : false;
+  }
+  onComplete(): void {
+    if (this.live) {
+      this.live = false;
+      this.ex.onComplete();
+    }
+  }
+  onError(err: Error): void {
+    if (this.live) {
+      this.live = false;
+      this.ex.onError(err);
+    }
+  }
 }
 
 export class Exchange {
@@ -65,7 +125,7 @@ export class Exchange {
 
   target: Target | undefined = undefined;
   attempts = 0;
-  state = CONNECTING;
+  state = QUEUED;
   dispatchedAt = 0;
   connectedAt = 0;
   sentAt = 0;
@@ -80,9 +140,21 @@ export class Exchange {
   phase: Phase | null = null;
   errorCode: string | null = null;
   upstreamTiming: string | undefined = undefined;
+  /** Why each try ended, for the log (`connect`, `reset`, `ttfb`, `503`…); only kept when > 1 try. */
+  tries: string[] | undefined = undefined;
 
-  #abortUpstream: ((err: Error) => void) | null = null;
-  #pendingAbort: Error | null = null;
+  #path = '';
+  #headers: string[] = [];
+  #hasBody = false;
+  #attempt: Attempt | null = null;
+  #admission: Admission | null = null;
+  #slot = false;
+  #lastResult: RequestResult = 'none';
+  #tryDeadline = Number.POSITIVE_INFINITY;
+  #staleRetried = false;
+  /** True while inside pool.dispatch(): undici connects a request synchronously only on a reused socket. */
+  #dispatching = false;
+  #reused = false;
   #resume: (() => void) | null = null;
   #timer: NodeJS.Timeout | null = null;
   #timerAt = Number.POSITIVE_INFINITY;
@@ -115,47 +187,120 @@ export class Exchange {
     res.once('close', this.#onClose);
   }
 
-  /** Sends the request to `target`. `headers` are the filtered request headers (x-timeout-ms is added here). */
-  dispatch(target: Target, path: string, headers: string[], hasBody: boolean): void {
+  /**
+   * Starts forwarding. `path` is the upstream path without the target's base path; `headers` the
+   * filtered request headers (x-timeout-ms is added per try).
+   */
+  start(path: string, headers: string[], hasBody: boolean): void {
+    this.#path = path;
+    this.#headers = headers;
+    this.#hasBody = hasBody;
+    const upstream = this.rt.upstream;
+    const admission = upstream.admit();
+    if (!admission.ok) {
+      return this.#fail(
+        new GatewayError('circuit-open', {
+          detail: `the circuit of upstream '${upstream.name}' is open after too many errors; retry in ${Math.ceil(admission.retryAfterMs / 1000)}s`,
+          route: this.rt.name,
+          upstream: upstream.name,
+          proxyError: 'destination_unavailable',
+          retryAfter: Math.max(1, Math.ceil(admission.retryAfterMs / 1000)),
+        }),
+      );
+    }
+    this.#admission = admission;
+    this.rt.retryBudget?.onRequest();
+    const slot = upstream.acquireSlot(this.totalDeadline);
+    if (slot === true) {
+      this.#slot = true;
+      return this.#try();
+    }
+    if (slot === false) return this.#overloaded();
+    // Waiting for a slot counts against the total budget (the total timer runs meanwhile).
+    this.#arm();
+    slot.then((ok) => {
+      if (ok) {
+        this.#slot = true;
+        if (this.state === DONE) {
+          upstream.releaseSlot();
+          this.#slot = false;
+          return;
+        }
+        this.#try();
+      } else if (this.state !== DONE) this.#overloaded();
+    });
+  }
+
+  #overloaded(): void {
+    const u = this.rt.upstream;
+    this.#fail(
+      new GatewayError('overloaded', {
+        detail: `upstream '${u.name}' has ${u.config.maxConcurrent} requests in flight (max_concurrent) and none finished within queue_timeout ${u.config.queueTimeout}ms`,
+        route: this.rt.name,
+        upstream: u.name,
+        proxyError: 'connection_limit_reached',
+        retryAfter: 1,
+      }),
+    );
+  }
+
+  /** One try on a target (another than the previous try's when there is one). */
+  #try(): void {
+    if (this.state === DONE) return;
+    const upstream = this.rt.upstream;
+    const target = upstream.pick(this.target);
+    if (target === undefined) {
+      return this.#fail(
+        new GatewayError('no-healthy-upstream', {
+          detail: `upstream '${upstream.name}' has no healthy target on route '${this.rt.name}'`,
+          route: this.rt.name,
+          upstream: upstream.name,
+          proxyError: 'destination_unavailable',
+          retryAfter: 5,
+        }),
+      );
+    }
     this.target = target;
     this.attempts++;
     const t = now();
     this.dispatchedAt = t;
+    this.connectedAt = 0;
+    this.sentAt = 0;
     this.state = CONNECTING;
+    const perTry = this.rt.retry?.per_try;
+    this.#tryDeadline = perTry !== undefined && perTry > 0 ? t + perTry : Number.POSITIVE_INFINITY;
+    const headers = this.attempts === 1 && this.budget === 0 ? this.#headers : this.#headers.slice();
     if (this.budget > 0) {
-      const left = Math.max(0, Math.floor(this.totalDeadline - t));
-      headers.push('x-timeout-ms', String(left));
-      if (left === 0) {
-        this.#timeout('total');
-        return;
-      }
+      const left = Math.floor(this.totalDeadline - t);
+      if (left <= 0) return this.#timeout('total');
+      headers.push('x-timeout-ms', String(Math.min(left, this.#tryDeadline - t)));
     }
     const to = this.rt.timeouts;
     target.inflight++;
+    const attempt = new Attempt(this);
+    this.#attempt = attempt;
     this.#arm();
+    this.#dispatching = true;
     target.pool.dispatch(
       {
-        path,
+        path: target.basePath + this.#path,
         method: this.method,
         headers,
-        body: hasBody ? this.req : null,
+        body: this.#hasBody ? this.req : null,
         // Backstops only: the gateway's own timers fire first.
         headersTimeout: to.ttfb > 0 ? to.ttfb + 2_000 : 0,
         bodyTimeout: to.read > 0 ? to.read + 2_000 : 0,
       },
       // undici's typings give onBodySent(size, total); at runtime it passes the chunk itself.
-      this as unknown as Dispatcher.DispatchHandler,
+      attempt as unknown as Dispatcher.DispatchHandler,
     );
+    this.#dispatching = false;
   }
 
-  // ---- undici handler ----------------------------------------------------------------------------
+  // ---- the current try's undici callbacks (through Attempt) ---------------------------------------
 
-  onConnect(abort: (err?: Error) => void): void {
-    if (this.state === DONE) {
-      abort(this.#pendingAbort ?? new ClientGoneError('request already finished'));
-      return;
-    }
-    this.#abortUpstream = abort;
+  onConnect(): void {
+    this.#reused = this.#dispatching;
     const t = now();
     this.connectedAt = t;
     this.lastActivity = t;
@@ -186,28 +331,38 @@ export class Exchange {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (this.state === DONE) return false;
     const t = now();
+    if (this.sentAt === 0) this.sentAt = t; // answered before the body was fully sent
+    const target = this.target as Target;
+    if (statusCode >= 500) {
+      this.#lastResult = 'status5xx';
+      this.rt.upstream.report(target, 'status5xx');
+      if (this.#retryStatuses?.has(statusCode) && this.#mayRetry(false)) {
+        this.#retry(String(statusCode));
+        return false;
+      }
+    } else {
+      this.#lastResult = 'ok';
+      this.rt.upstream.report(target, 'ok');
+    }
+    const { headers, serverTiming, via, ambiguous } = filterResponseHeaders(rawHeaders);
+    if (ambiguous) {
+      this.#fail(this.#malformed('Content-Length with Transfer-Encoding'));
+      return false;
+    }
     this.state = READING;
     this.headersAt = t;
-    if (this.sentAt === 0) this.sentAt = t; // answered before the body was fully sent
     this.lastActivity = t;
     this.#resume = resume;
     this.status = statusCode;
     this.#arm();
-    const { headers, serverTiming, via, ambiguous } = filterResponseHeaders(rawHeaders);
-    if (ambiguous) {
-      this.state = WAITING;
-      this.#fail(this.#malformed('Content-Length with Transfer-Encoding'));
-      return false;
-    }
     this.upstreamTiming = serverTiming;
-    const upstreamMs = t - this.dispatchedAt;
     headers.push(
       'via',
       via ? `${via}, ${VIA}` : VIA,
       'x-request-id',
       this.requestId,
       'server-timing',
-      gatewayTiming(this.dispatchedAt - this.startedAt, upstreamMs),
+      gatewayTiming(this.dispatchedAt - this.startedAt, t - this.dispatchedAt),
     );
     this.rt.decorateResponse?.(this, headers);
     try {
@@ -246,7 +401,75 @@ export class Exchange {
 
   onError(err: Error): void {
     if (this.state === DONE) return;
-    this.#fail(fromUpstreamFailure(err, this.#phaseForFailure(err), this.rt.name, this.rt.upstream.name));
+    const phase = this.#phaseForFailure(err);
+    if (this.state === READING) {
+      this.#lastResult = 'reset';
+      this.rt.upstream.report(this.target as Target, 'reset');
+      return this.#fail(fromUpstreamFailure(err, phase, this.rt.name, this.rt.upstream.name));
+    }
+    const condition = phase === 'connect' ? 'connect' : 'reset';
+    const result: TryResult = condition;
+    this.#lastResult = result;
+    this.rt.upstream.report(this.target as Target, result);
+    // A pooled keep-alive connection the upstream had already closed: retried once, transparently,
+    // when nothing was sent that cannot be sent again.
+    const code = (err as { code?: string }).code;
+    if (
+      !this.#staleRetried &&
+      condition === 'reset' &&
+      (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') &&
+      !this.#hasBody &&
+      this.#reused &&
+      this.#safeToRepeat()
+    ) {
+      this.#staleRetried = true;
+      return this.#retry('stale-connection', 0);
+    }
+    if (this.#retryOn(condition) && this.#mayRetry(condition === 'connect')) return this.#retry(condition);
+    this.#fail(fromUpstreamFailure(err, phase, this.rt.name, this.rt.upstream.name));
+  }
+
+  // ---- retries -----------------------------------------------------------------------------------
+
+  get #retryStatuses(): ReadonlySet<number> | undefined {
+    return this.rt.retryStatuses;
+  }
+
+  #retryOn(condition: 'connect' | 'reset' | 'ttfb'): boolean {
+    return this.rt.retryConditions?.has(condition) === true;
+  }
+
+  #safeToRepeat(): boolean {
+    return IDEMPOTENT.has(this.method) || this.req.headers['idempotency-key'] !== undefined;
+  }
+
+  /**
+   * Whether another try is allowed: the route retries, tries are left, the request is safe to repeat
+   * (idempotent or Idempotency-Key) and its body, if any, was not consumed yet (only a connect
+   * failure leaves it untouched), time is left for a try, and the retry budget allows it.
+   */
+  #mayRetry(bodyUntouched: boolean): boolean {
+    const retry = this.rt.retry;
+    if (retry === undefined || this.attempts >= retry.attempts) return false;
+    if (!this.#safeToRepeat() || (this.#hasBody && !bodyUntouched)) return false;
+    if (this.res.headersSent) return false;
+    const left = this.totalDeadline - now();
+    const need = (retry.per_try ?? 0) > 0 ? (retry.per_try as number) : 50;
+    if (left < need + retry.backoff) return false;
+    return this.rt.retryBudget?.tryRetry() !== false;
+  }
+
+  /** Abandons the current try and starts another after a jittered exponential backoff. */
+  #retry(why: string, backoffMs?: number): void {
+    (this.tries ??= []).push(why);
+    this.#attempt?.abandon(new AbandonedError(`retrying after ${why}`));
+    this.#attempt = null;
+    if (this.target) this.target.inflight--;
+    this.state = QUEUED;
+    const base = this.rt.retry?.backoff ?? 0;
+    const delay = backoffMs ?? base * 2 ** (this.attempts - 1) * (0.5 + Math.random());
+    if (delay <= 0) return this.#try();
+    setTimeout(() => this.#try(), delay);
   }
 
   // ---- timers ------------------------------------------------------------------------------------
@@ -256,6 +479,7 @@ export class Exchange {
     let d = this.totalDeadline;
     switch (this.state) {
       case CONNECTING:
+        d = Math.min(d, this.#tryDeadline);
         if (to.connect > 0) d = Math.min(d, this.dispatchedAt + to.connect);
         break;
       case SENDING: {
@@ -269,12 +493,12 @@ export class Exchange {
         break;
       }
       case WAITING:
+        d = Math.min(d, this.#tryDeadline);
         if (to.ttfb > 0) d = Math.min(d, this.sentAt + to.ttfb);
         break;
       case READING:
         if (this.paused) {
-          if (this.host.clientSendTimeoutMs > 0)
-            d = Math.min(d, this.pausedAt + this.host.clientSendTimeoutMs);
+          if (this.host.clientSendTimeoutMs > 0) d = Math.min(d, this.pausedAt + this.host.clientSendTimeoutMs);
         } else if (to.read > 0) d = Math.min(d, this.lastActivity + to.read);
         break;
     }
@@ -301,7 +525,8 @@ export class Exchange {
     const to = this.rt.timeouts;
     switch (this.state) {
       case CONNECTING:
-        if (to.connect > 0 && t >= this.dispatchedAt + to.connect) return this.#timeout('connect');
+        if (t >= this.#tryDeadline) return this.#tryTimeout('connect');
+        if (to.connect > 0 && t >= this.dispatchedAt + to.connect) return this.#tryTimeout('connect');
         break;
       case SENDING:
         if (this.req.isPaused()) {
@@ -316,7 +541,8 @@ export class Exchange {
         }
         break;
       case WAITING:
-        if (to.ttfb > 0 && t >= this.sentAt + to.ttfb) return this.#timeout('ttfb');
+        if (t >= this.#tryDeadline) return this.#tryTimeout('ttfb');
+        if (to.ttfb > 0 && t >= this.sentAt + to.ttfb) return this.#tryTimeout('ttfb');
         break;
       case READING:
         if (this.paused) {
@@ -333,9 +559,21 @@ export class Exchange {
     this.#arm(true);
   }
 
+  /** A connect or ttfb deadline of the current try (phase budget or per_try): retry or 504. */
+  #tryTimeout(phase: 'connect' | 'ttfb'): void {
+    this.#lastResult = phase === 'connect' ? 'connect' : 'timeout';
+    this.rt.upstream.report(this.target as Target, this.#lastResult);
+    const condition = phase === 'connect' ? 'connect' : 'ttfb';
+    if (this.#retryOn(condition) && this.#mayRetry(phase === 'connect')) return this.#retry(`${condition}-timeout`);
+    const perTry = this.rt.retry?.per_try;
+    const phaseBudget = this.rt.timeouts[phase];
+    const byPerTry = perTry !== undefined && perTry > 0 && (phaseBudget === 0 || perTry < phaseBudget);
+    this.#fail(upstreamTimeout(phase, this.rt.name, this.rt.upstream.name, byPerTry ? (perTry as number) : phaseBudget));
+  }
+
   #timeout(phase: Phase): void {
-    const to = this.rt.timeouts;
-    const budget = phase === 'total' ? this.budget : to[phase];
+    if (phase === 'total' || phase === 'read' || phase === 'send') this.#lastResult = 'timeout';
+    const budget = phase === 'total' ? this.budget : this.rt.timeouts[phase];
     this.#fail(upstreamTimeout(phase, this.rt.name, this.rt.upstream.name, budget));
   }
 
@@ -347,30 +585,37 @@ export class Exchange {
     this.#resume?.();
   }
 
+  // ---- endings -----------------------------------------------------------------------------------
+
   #malformed(why: string): GatewayError {
-    const err = Object.assign(new Error(`malformed upstream response: ${why}`), {
-      code: 'HPE_INVALID_RESPONSE',
-    });
+    const err = Object.assign(new Error(`malformed upstream response: ${why}`), { code: 'HPE_INVALID_RESPONSE' });
     return fromUpstreamFailure(err, 'ttfb', this.rt.name, this.rt.upstream.name);
   }
 
-  // ---- endings -----------------------------------------------------------------------------------
-
   #phaseForFailure(err: Error): Phase {
     const code = (err as { code?: string }).code;
-    if (this.state === CONNECTING || code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT')
-      return 'connect';
+    if (this.state === CONNECTING || code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT') return 'connect';
     if (this.state === READING) return 'read';
     return 'ttfb';
   }
 
+  /** Stops the timer and gives back the target, the slot and the breaker admission. */
   #release(): void {
     if (this.#timer !== null) {
       clearTimeout(this.#timer);
       this.#timer = null;
     }
-    if (this.target) this.target.inflight--;
-    this.target = this.target; // keep for the log
+    if (this.#attempt !== null && this.target) this.target.inflight--;
+    this.#attempt = null;
+    const upstream = this.rt.upstream;
+    if (this.#slot) {
+      this.#slot = false;
+      upstream.releaseSlot();
+    }
+    if (this.#admission !== null) {
+      upstream.complete(this.#admission, this.#lastResult);
+      this.#admission = null;
+    }
   }
 
   /** Ends the exchange with an error: aborts the upstream call, answers or cuts the client, logs. */
@@ -378,10 +623,8 @@ export class Exchange {
     if (this.state === DONE) return;
     const headersSent = this.state === READING;
     this.state = DONE;
-    if (this.attempts > 0) this.#release();
-    else if (this.#timer !== null) clearTimeout(this.#timer);
-    if (this.#abortUpstream) this.#abortUpstream(err);
-    else this.#pendingAbort = err;
+    this.#attempt?.abandon(err);
+    this.#release();
     this.outcome = err.outcome;
     this.phase = err.phase ?? null;
     this.errorCode = err.code;
@@ -401,13 +644,12 @@ export class Exchange {
   #clientClosed(): void {
     if (this.state === DONE) return;
     // The client went away before the response was complete: abort the upstream call at once.
-    const gone = new ClientGoneError('client closed the connection');
     this.state = DONE;
-    if (this.attempts > 0) this.#release();
-    if (this.#abortUpstream) this.#abortUpstream(gone);
-    else this.#pendingAbort = gone;
+    this.#attempt?.abandon(new AbandonedError('client closed the connection'));
+    // No verdict on the upstream from a try the client cancelled.
+    if (this.#lastResult === 'ok' && !this.res.headersSent) this.#lastResult = 'none';
+    this.#release();
     if (this.outcome === 'ok') this.outcome = 'client_aborted';
-    if (this.status === 0 || this.outcome === 'client_aborted') this.status = this.status || 499;
     this.#finish();
   }
 
@@ -432,6 +674,7 @@ export class Exchange {
       bytes_out: this.bytesOut,
       attempts: this.attempts,
       retries: Math.max(0, this.attempts - 1),
+      tries: this.tries,
       dns: null,
       connect: this.connectedAt > 0 ? r(this.connectedAt - this.dispatchedAt) : null,
       tls: null,
@@ -444,5 +687,5 @@ export class Exchange {
 }
 
 export function isClientGone(err: unknown): boolean {
-  return err instanceof ClientGoneError || (isGatewayError(err) && err.outcome === 'client_aborted');
+  return err instanceof AbandonedError || (isGatewayError(err) && err.outcome === 'client_aborted');
 }

@@ -4,7 +4,8 @@
  */
 import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolve.ts';
 import { buildRouteTable, type RouteMatcher } from '../routing/route-table.ts';
-import { Upstream } from '../upstream/upstream.ts';
+import type { RetryBudget } from '../upstream/retry-budget.ts';
+import { Upstream, type UpstreamEvent } from '../upstream/upstream.ts';
 import type { Exchange } from './exchange.ts';
 
 export interface RouteRuntime {
@@ -15,6 +16,11 @@ export interface RouteRuntime {
   readonly maxBody: number;
   /** Characters of the path to drop before forwarding (strip_prefix), else 0. */
   readonly stripLength: number;
+  readonly retry: EffectiveRoute['retry'];
+  /** Retry conditions of the route, split for the hot path. */
+  readonly retryConditions: ReadonlySet<string> | undefined;
+  readonly retryStatuses: ReadonlySet<number> | undefined;
+  readonly retryBudget: RetryBudget | undefined;
   /** Optional hook adding response headers (Server-Timing, cache status…). */
   readonly decorateResponse: ((exchange: Exchange, headers: string[]) => void) | undefined;
 }
@@ -26,20 +32,22 @@ export interface Runtime {
   readonly table: RouteMatcher<RouteRuntime>;
 }
 
-export function buildRuntime(config: EffectiveConfig, previous?: Runtime): Runtime {
+export function buildRuntime(
+  config: EffectiveConfig,
+  previous?: Runtime,
+  onEvent?: (event: UpstreamEvent) => void,
+): Runtime {
   const upstreams = new Map<string, Upstream>();
   for (const u of Object.values(config.upstreams)) {
     const connectBackstop = Math.max(
       0,
       ...config.routes.filter((r) => r.upstream === u.name).map((r) => r.timeouts.connect),
     );
-    // Keep pools (and their warm connections) of upstreams whose targets did not change.
+    // Keep the Upstream (warm connections, health, breaker and ejection state) when its config did
+    // not change.
     const old = previous?.upstreams.get(u.name);
-    const same =
-      old &&
-      old.targets.length === u.targets.length &&
-      old.targets.every((t, i) => t.origin === u.targets[i].origin && t.basePath === u.targets[i].basePath);
-    upstreams.set(u.name, same ? old : new Upstream(u, { connectBackstopMs: connectBackstop }));
+    const same = old !== undefined && JSON.stringify(old.config) === JSON.stringify(u);
+    upstreams.set(u.name, same ? old : new Upstream(u, { connectBackstopMs: connectBackstop, onEvent }));
   }
   const routes = config.routes.map(
     (route): RouteRuntime => ({
@@ -49,6 +57,14 @@ export function buildRuntime(config: EffectiveConfig, previous?: Runtime): Runti
       timeouts: route.timeouts,
       maxBody: route.maxBody,
       stripLength: route.stripPrefix ? route.match.path.length : 0,
+      retry: route.retry,
+      retryConditions: route.retry ? new Set(route.retry.on.filter((c) => typeof c === 'string')) : undefined,
+      retryStatuses: route.retry
+        ? new Set(route.retry.on.filter((c): c is number => typeof c === 'number'))
+        : undefined,
+      retryBudget: route.retry
+        ? (upstreams.get(route.upstream) as Upstream).retryBudgetFor(route.name, route.retry.budget)
+        : undefined,
       decorateResponse: undefined,
     }),
   );

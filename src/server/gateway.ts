@@ -19,6 +19,7 @@ import { type Logger, silentLogger } from '../observability/logger.ts';
 import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
+import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { parseTarget } from '../routing/normalize.ts';
 import { isValidRequestId, newRequestId } from './request-id.ts';
 
@@ -27,6 +28,8 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Called once per finished request, right after its access-log line (metrics, latency windows). */
   onRequest?: (entry: AccessLogEntry) => void;
+  /** Upstream state changes (health, ejection, circuit); also logged. */
+  onUpstreamEvent?: (event: UpstreamEvent) => void;
 }
 
 const now = performance.now.bind(performance);
@@ -53,6 +56,7 @@ export class Gateway implements ExchangeHost {
   readonly accessLog: AccessLog;
   readonly logger: Logger;
   readonly #onRequest: ((entry: AccessLogEntry) => void) | undefined;
+  readonly #onUpstreamEvent: (event: UpstreamEvent) => void;
   #runtime: Runtime;
   #trusted: BlockList | undefined;
   #inflight = 0;
@@ -66,7 +70,12 @@ export class Gateway implements ExchangeHost {
     this.accessLog = options.accessLog ?? nullAccessLog;
     this.logger = options.logger ?? silentLogger;
     this.#onRequest = options.onRequest;
-    this.#runtime = buildRuntime(config);
+    this.#onUpstreamEvent = (event) => {
+      const level = event.kind === 'health' ? (event.healthy ? 'info' : 'warn') : event.kind === 'restored' ? 'info' : 'warn';
+      this.logger[level]({ event: event.kind, ...event }, `upstream ${event.kind}`);
+      options.onUpstreamEvent?.(event);
+    };
+    this.#runtime = buildRuntime(config, undefined, this.#onUpstreamEvent);
     this.#trusted = buildTrusted(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
     this.clientSendTimeoutMs = config.client.send_timeout;
@@ -109,7 +118,8 @@ export class Gateway implements ExchangeHost {
   /** Swaps in a new config; requests in flight finish on the config they started with. */
   reload(config: EffectiveConfig): void {
     const old = this.#runtime;
-    this.#runtime = buildRuntime(config, old);
+    this.#runtime = buildRuntime(config, old, this.#onUpstreamEvent);
+    for (const u of this.#runtime.upstreams.values()) u.start();
     this.#trusted = buildTrusted(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
     this.clientSendTimeoutMs = config.client.send_timeout;
@@ -132,6 +142,7 @@ export class Gateway implements ExchangeHost {
       const onError = (err: Error) => reject(err);
       this.server.once('error', onError);
       this.server.listen({ port, host }, () => {
+        for (const u of this.#runtime.upstreams.values()) u.start();
         this.server.off('error', onError);
         const a = this.server.address();
         if (a && typeof a === 'object') resolve({ port: a.port, host: a.address });
@@ -304,13 +315,9 @@ export class Gateway implements ExchangeHost {
     );
 
     const exchange = new Exchange(this, rt, req, res, requestId, startedAt, logPath, budget);
-    const upstreamTarget = rt.upstream.pick();
-    const path =
-      upstreamTarget.basePath +
-      (rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path) +
-      target.query;
+    const path = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
     const hasBody = chunked || (cl !== undefined && cl !== '0');
-    exchange.dispatch(upstreamTarget, path.charCodeAt(0) === 47 ? path : `/${path}`, headers, hasBody);
+    exchange.start((path.charCodeAt(0) === 47 ? path : `/${path}`) + target.query, headers, hasBody);
   }
 
   #early(
