@@ -98,6 +98,7 @@ export class Gateway implements ExchangeHost {
     );
     // One more than allowed, so that "too many" is visible instead of silently truncated.
     this.server.maxHeadersCount = c.max_headers + 1;
+    this.server.on('checkContinue', (req, res) => this.handle(req, res, true));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
       this.#clientError(err, socket),
     );
@@ -196,7 +197,7 @@ export class Gateway implements ExchangeHost {
 
   // ---- request handling --------------------------------------------------------------------------
 
-  handle(req: IncomingMessage, res: ServerResponse): void {
+  handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const startedAt = now();
     this.#inflight++;
     const incomingId = req.headers['x-request-id'];
@@ -314,6 +315,9 @@ export class Gateway implements ExchangeHost {
       requestId,
     );
 
+    // Expect: 100-continue is answered here, once the request passed every check (a 413 never
+    // invites the body); the upstream never sees Expect (undici does not support it).
+    if (expectsContinue) res.writeContinue();
     const exchange = new Exchange(this, rt, req, res, requestId, startedAt, logPath, budget);
     const path = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
     const hasBody = chunked || (cl !== undefined && cl !== '0');

@@ -373,3 +373,29 @@ test('a malformed request target: 400', async (t) => {
   await assertProblem(gw, r, 400, 'bad-request');
   assert.equal(demo.stats.requests, 0);
 });
+
+test('Expect: 100-continue: an oversized Content-Length gets 413 without a 100 Continue; a fitting one gets 100 then the answer', async (t) => {
+  const demo = await startDemoUpstream({ port: 0 });
+  const gw = await startTestGateway(`
+upstreams:
+  demo: { targets: ["${demo.url}"] }
+routes:
+  - { name: demo, match: { path: / }, upstream: demo, max_body: 1KB }
+`);
+  t.after(async () => {
+    await gw.close();
+    await demo.close();
+  });
+  const big = await rawRequest(
+    gw.port,
+    'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n',
+  );
+  assert.equal(big.status, 413);
+  assert.doesNotMatch(big.raw, /100 Continue/);
+  const small = await rawRequest(
+    gw.port,
+    'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello',
+  );
+  assert.match(small.raw, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK/);
+  assert.match(small.raw, /"body_bytes":5/);
+});
