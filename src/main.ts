@@ -2,6 +2,7 @@
  * Wiring only: builds a running Sluice (gateway + admin listener + access log) from an effective
  * config, and takes it down again in reverse order.
  */
+
 import { AdminServer } from './admin/admin-server.ts';
 import type { EffectiveConfig } from './config/resolve.ts';
 import { type AccessLog, createAccessLog } from './observability/access-log.ts';
@@ -12,6 +13,7 @@ import {
   observabilityRoutes,
 } from './observability/observability.ts';
 import { Gateway } from './server/gateway.ts';
+import type { CircuitState } from './upstream/circuit-breaker.ts';
 
 export interface SluiceOptions {
   accessLog?: AccessLog;
@@ -67,6 +69,30 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     throw err;
   }
   observability.start();
+  observability.setProviders({
+    circuits: () => {
+      const out: Record<string, CircuitState> = {};
+      for (const [name, u] of gateway.runtime.upstreams) {
+        const state = u.circuitState();
+        if (state !== undefined) out[name] = state;
+      }
+      return out;
+    },
+    *targets() {
+      for (const [name, u] of gateway.runtime.upstreams) {
+        for (const t of u.targets) {
+          // Ejected (passive) counts as not healthy for the gauge, like a failed health check.
+          yield { upstream: name, target: t.origin + t.basePath, healthy: t.healthy && !t.ejected };
+        }
+      }
+    },
+  });
+  // Each route's recent p50, refreshed every second for load shedding (a request whose remaining
+  // budget is below it would almost surely time out).
+  const p50Timer = setInterval(() => {
+    for (const rt of gateway.runtime.routes) rt.recent.p50 = observability.window(rt.name)?.p50 ?? 0;
+  }, 1_000);
+  p50Timer.unref();
   return {
     gateway,
     admin,
@@ -79,6 +105,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     },
     async close(graceMs) {
       draining = true;
+      clearInterval(p50Timer);
       await gateway.close(graceMs);
       await observability.stop();
       await admin?.close();

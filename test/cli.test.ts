@@ -368,7 +368,7 @@ describe('check', { concurrency: 3 }, () => {
     const lines = r.stderr.trimEnd().split('\n');
     assert.deepEqual(lines, [
       `${file}:13: routes[0].timeouts.conect: unknown key "conect" (did you mean "connect"?)`,
-      `${file}:14: routes[0].retries: unknown key "retries" (known keys: name, match, upstream, strip_prefix, timeouts, max_body)`,
+      `${file}:14: routes[0].retries: unknown key "retries" (did you mean "retry"?)`,
     ]);
   });
 

@@ -113,7 +113,7 @@ test('unknown key with no close match lists the known keys', () => {
     top,
     1,
     'zzzzqqq',
-    /known keys: listen, admin, access_log, shutdown_timeout, client, defaults, upstreams, routes/,
+    /known keys: listen, admin, access_log, shutdown_timeout, client, defaults, store, jobs, alerts, upstreams, routes/,
   );
 });
 
@@ -246,7 +246,9 @@ test(`ENV interpolation: \${VAR} set, unset (error with line), \${VAR:-default}`
       `routes:\n  - name: r\n    upstream: api\n`,
     { SLUICE_T_HOST: 'backend' },
   );
-  assert.deepEqual(mixed.upstreams.api.targets, [{ origin: 'http://backend:9001', basePath: '/v1' }]);
+  assert.deepEqual(mixed.upstreams.api.targets, [
+    { origin: 'http://backend:9001', basePath: '/v1', weight: 1 },
+  ]);
 
   const deep = fail(`${BASE}    match: { host: "\${SLUICE_T_NOPE}.example.com" }\n`);
   hasIssue(deep, 7, 'routes[0].match.host', /SLUICE_T_NOPE is not set/);
@@ -415,8 +417,8 @@ routes:
   assert.deepEqual(c.listen, { host: '::1', port: 8443 });
   assert.deepEqual(c.admin, { listen: { host: undefined, port: 0 }, token: undefined });
   assert.deepEqual(c.upstreams.api.targets, [
-    { origin: 'http://127.0.0.1:9001', basePath: '/base' },
-    { origin: 'https://example.com', basePath: '' },
+    { origin: 'http://127.0.0.1:9001', basePath: '/base', weight: 1 },
+    { origin: 'https://example.com', basePath: '', weight: 1 },
   ]);
   const r = c.routes[0];
   assert.equal(r.match.path, '/api');
@@ -484,11 +486,14 @@ test('the JSON Schema forbids unknown keys and documents fields', () => {
   assert.deepEqual(Object.keys(s.properties).sort(), [
     'access_log',
     'admin',
+    'alerts',
     'client',
     'defaults',
+    'jobs',
     'listen',
     'routes',
     'shutdown_timeout',
+    'store',
     'upstreams',
   ]);
 });

@@ -308,7 +308,11 @@ export function closest(word: string, candidates: readonly string[]): string | u
   let best: string | undefined;
   let bestDist = Math.max(2, Math.floor(word.length / 3)) + 1;
   for (const c of candidates) {
-    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    // A shared stem (`retries` → `retry`, `timeout` → `timeouts`) is as good a hint as a typo.
+    const w = word.toLowerCase();
+    const k = c.toLowerCase();
+    if (k.length >= 4 && (w.startsWith(k.slice(0, -1)) || k.startsWith(w))) return c;
+    const d = editDistance(w, k);
     if (d < bestDist) {
       best = c;
       bestDist = d;

@@ -267,3 +267,12 @@ test('retain drops the series of removed routes; the no-route series stays', asy
   );
   assert.deepEqual([...routes].sort(), ['', 'reports']);
 });
+
+test('an empty window: no latency quantiles, headroom 0', async () => {
+  const { samples } = parseProm(await fixture({ count: 0, p50: 0, p95: 0, p99: 0 }).text());
+  assert.equal(
+    sample(samples, 'sluice_route_latency_seconds', { route: 'reports', quantile: '0.95' }),
+    undefined,
+  );
+  assert.equal(sample(samples, 'sluice_route_headroom_ratio', { route: 'reports' }), 0);
+});

@@ -247,6 +247,23 @@ export class Exchange {
   /** One try on a target (another than the previous try's when there is one). */
   #try(): void {
     if (this.state === DONE) return;
+    if (this.attempts === 0 && this.budget > 0) {
+      // Shed a request whose remaining budget is below the route's recent p50: it would almost surely
+      // time out, and sending it only adds load to a slow upstream.
+      const p50 = this.rt.recent.p50;
+      const left = this.totalDeadline - now();
+      if (p50 > 0 && left < p50) {
+        return this.#fail(
+          new GatewayError('overloaded', {
+            detail: `only ${Math.round(left)}ms of the budget were left, below the recent median ${Math.round(p50)}ms of route '${this.rt.name}': shed instead of a certain timeout`,
+            route: this.rt.name,
+            upstream: this.rt.upstream.name,
+            proxyError: 'connection_limit_reached',
+            retryAfter: 1,
+          }),
+        );
+      }
+    }
     const upstream = this.rt.upstream;
     const target = upstream.pick(this.target);
     if (target === undefined) {
@@ -498,7 +515,8 @@ export class Exchange {
         break;
       case READING:
         if (this.paused) {
-          if (this.host.clientSendTimeoutMs > 0) d = Math.min(d, this.pausedAt + this.host.clientSendTimeoutMs);
+          if (this.host.clientSendTimeoutMs > 0)
+            d = Math.min(d, this.pausedAt + this.host.clientSendTimeoutMs);
         } else if (to.read > 0) d = Math.min(d, this.lastActivity + to.read);
         break;
     }
@@ -564,11 +582,19 @@ export class Exchange {
     this.#lastResult = phase === 'connect' ? 'connect' : 'timeout';
     this.rt.upstream.report(this.target as Target, this.#lastResult);
     const condition = phase === 'connect' ? 'connect' : 'ttfb';
-    if (this.#retryOn(condition) && this.#mayRetry(phase === 'connect')) return this.#retry(`${condition}-timeout`);
+    if (this.#retryOn(condition) && this.#mayRetry(phase === 'connect'))
+      return this.#retry(`${condition}-timeout`);
     const perTry = this.rt.retry?.per_try;
     const phaseBudget = this.rt.timeouts[phase];
     const byPerTry = perTry !== undefined && perTry > 0 && (phaseBudget === 0 || perTry < phaseBudget);
-    this.#fail(upstreamTimeout(phase, this.rt.name, this.rt.upstream.name, byPerTry ? (perTry as number) : phaseBudget));
+    this.#fail(
+      upstreamTimeout(
+        phase,
+        this.rt.name,
+        this.rt.upstream.name,
+        byPerTry ? (perTry as number) : phaseBudget,
+      ),
+    );
   }
 
   #timeout(phase: Phase): void {
@@ -588,13 +614,16 @@ export class Exchange {
   // ---- endings -----------------------------------------------------------------------------------
 
   #malformed(why: string): GatewayError {
-    const err = Object.assign(new Error(`malformed upstream response: ${why}`), { code: 'HPE_INVALID_RESPONSE' });
+    const err = Object.assign(new Error(`malformed upstream response: ${why}`), {
+      code: 'HPE_INVALID_RESPONSE',
+    });
     return fromUpstreamFailure(err, 'ttfb', this.rt.name, this.rt.upstream.name);
   }
 
   #phaseForFailure(err: Error): Phase {
     const code = (err as { code?: string }).code;
-    if (this.state === CONNECTING || code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT') return 'connect';
+    if (this.state === CONNECTING || code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT')
+      return 'connect';
     if (this.state === READING) return 'read';
     return 'ttfb';
   }

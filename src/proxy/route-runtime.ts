@@ -21,6 +21,8 @@ export interface RouteRuntime {
   readonly retryConditions: ReadonlySet<string> | undefined;
   readonly retryStatuses: ReadonlySet<number> | undefined;
   readonly retryBudget: RetryBudget | undefined;
+  /** Recent latency of the route (ms), refreshed every second by observability; 0 = unknown. */
+  readonly recent: { p50: number };
   /** Optional hook adding response headers (Server-Timing, cache status…). */
   readonly decorateResponse: ((exchange: Exchange, headers: string[]) => void) | undefined;
 }
@@ -65,6 +67,7 @@ export function buildRuntime(
       retryBudget: route.retry
         ? (upstreams.get(route.upstream) as Upstream).retryBudgetFor(route.name, route.retry.budget)
         : undefined,
+      recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0 },
       decorateResponse: undefined,
     }),
   );

@@ -19,8 +19,8 @@ import { type Logger, silentLogger } from '../observability/logger.ts';
 import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
-import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { parseTarget } from '../routing/normalize.ts';
+import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { isValidRequestId, newRequestId } from './request-id.ts';
 
 export interface GatewayOptions {
@@ -71,7 +71,14 @@ export class Gateway implements ExchangeHost {
     this.logger = options.logger ?? silentLogger;
     this.#onRequest = options.onRequest;
     this.#onUpstreamEvent = (event) => {
-      const level = event.kind === 'health' ? (event.healthy ? 'info' : 'warn') : event.kind === 'restored' ? 'info' : 'warn';
+      const level =
+        event.kind === 'health'
+          ? event.healthy
+            ? 'info'
+            : 'warn'
+          : event.kind === 'restored'
+            ? 'info'
+            : 'warn';
       this.logger[level]({ event: event.kind, ...event }, `upstream ${event.kind}`);
       options.onUpstreamEvent?.(event);
     };

@@ -7,7 +7,14 @@ import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { describe, test } from 'node:test';
 import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
-import { problemOf, sleep, startHttpServer, startRawServer, startTestGateway, type TestServer } from '../helpers.ts';
+import {
+  problemOf,
+  sleep,
+  startHttpServer,
+  startRawServer,
+  startTestGateway,
+  type TestServer,
+} from '../helpers.ts';
 
 /** An upstream that counts requests by method and answers with its name. */
 async function named(name: string): Promise<TestServer & { hits: Record<string, number> }> {
@@ -158,7 +165,11 @@ routes:
     assert.equal(failed, postsAtBad, 'a POST that hit the resetting target failed instead of being resent');
 
     // With an Idempotency-Key the POST may be retried — on connect failures only, as its body was sent.
-    const keyed = await fetch(gw.url('/post'), { method: 'POST', body: 'x', headers: { 'idempotency-key': 'k1' } });
+    const keyed = await fetch(gw.url('/post'), {
+      method: 'POST',
+      body: 'x',
+      headers: { 'idempotency-key': 'k1' },
+    });
     assert.ok([200, 502].includes(keyed.status));
     await keyed.arrayBuffer();
   });
@@ -307,5 +318,37 @@ routes:
       assert.ok(r.retryAfter !== null);
       assert.ok(r.ms >= 290 && r.ms < 1000, `shed after ${r.ms} ms`);
     }
+  });
+});
+
+describe('load shedding', () => {
+  test('a request whose remaining budget is below the route recent p50 is shed at once, the upstream untouched', async (t) => {
+    const demo = await startDemoUpstream({ port: 0 });
+    const gw = await startTestGateway(`
+upstreams:
+  demo: { targets: ["${demo.url}"] }
+routes:
+  - { name: demo, match: { path: / }, upstream: demo }
+`);
+    t.after(async () => {
+      await gw.close();
+      await demo.close();
+    });
+    await Promise.all(
+      Array.from({ length: 5 }, () => fetch(gw.url('/slow?ms=300')).then((r) => r.arrayBuffer())),
+    );
+    await sleep(1_200); // the recent p50 is refreshed every second
+    const before = demo.stats.requests;
+    const t0 = performance.now();
+    const res = await fetch(gw.url('/slow?ms=300'), { headers: { 'x-timeout-ms': '100' } });
+    assert.ok(performance.now() - t0 < 90, 'answered at once');
+    assert.equal(res.status, 503);
+    const p = await problemOf(res);
+    assert.equal(p.type, 'https://sluice.dev/problems/overloaded');
+    assert.match(p.detail, /below the recent median/);
+    assert.equal(demo.stats.requests, before, 'the upstream was not called');
+    assert.equal((await gw.entry(p.request_id)).outcome, 'shed');
+    // With enough budget the same request goes through.
+    assert.equal((await fetch(gw.url('/slow?ms=10'), { headers: { 'x-timeout-ms': '5000' } })).status, 200);
   });
 });

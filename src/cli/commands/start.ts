@@ -1,7 +1,9 @@
+import { lintTimeouts } from '../../config/lint.ts';
 import { loadConfigFile } from '../../config/load.ts';
+import type { EffectiveConfig } from '../../config/resolve.ts';
 import { startDemoUpstream } from '../../demo/demo-upstream.ts';
 import { startSluice } from '../../main.ts';
-import { createLogger } from '../../observability/logger.ts';
+import { createLogger, type Logger } from '../../observability/logger.ts';
 import { parseFlags, UsageError } from '../args.ts';
 import { hostPort, runUntilSignal, timeoutTable } from './shared.ts';
 
@@ -37,6 +39,7 @@ export async function run(argv: string[]): Promise<number> {
     demo = await startDemoUpstream({ port });
   }
   const sluice = await startSluice(config, { logger });
+  logLint(logger, config);
   const l = config.listen;
   const base = `http://${hostPort(l.host, sluice.port)}`;
   process.stderr.write(
@@ -59,8 +62,10 @@ export async function run(argv: string[]): Promise<number> {
   }
   const code = await runUntilSignal(sluice, logger, () => {
     try {
-      sluice.reload(loadConfigFile(file));
+      const next = loadConfigFile(file);
+      sluice.reload(next);
       logger.info({ file }, 'config reloaded');
+      logLint(logger, next);
     } catch (err) {
       logger.error(
         { file, error: (err as Error).message },
@@ -70,4 +75,12 @@ export async function run(argv: string[]): Promise<number> {
   });
   await demo?.close();
   return code;
+}
+
+/** The timeout-chain lint of `sluice check`, as log lines (the gateway starts anyway). */
+function logLint(logger: Logger, config: EffectiveConfig): void {
+  for (const f of lintTimeouts(config)) {
+    if (f.level === 'error') logger.error({ route: f.route, lint: f.level }, f.message);
+    else logger.warn({ route: f.route, lint: f.level }, f.message);
+  }
 }
