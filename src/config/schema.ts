@@ -32,6 +32,7 @@ const percent = (description: string) =>
   z
     .string()
     .regex(/^\d+(\.\d+)?%$/, 'expected a percentage such as 20%')
+    .refine((v) => Number(v.slice(0, -1)) <= 100, 'a percentage is at most 100%')
     .transform((v) => Number(v.slice(0, -1)) / 100)
     .meta({ description });
 

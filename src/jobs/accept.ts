@@ -1,10 +1,12 @@
 /**
  * What the data plane needs to turn a request into a job (SPEC §5): the `202 Accepted` response,
- * RFC 7240 `Prefer` parsing, the "safe to send again" rule and the bounded read of a queue-mode body.
+ * RFC 7240 `Prefer` parsing, the "safe to send again" rule, the bounded read of a queue-mode body, and
+ * a push-side sink that streams an auto/prefer result into the store.
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import { GatewayError } from '../errors.ts';
-import type { JobRecord } from './job-store.ts';
+import type { CompleteOutcome, JobRecord, JobStore, ResultHead } from './job-store.ts';
 import { jobUrl } from './job-view.ts';
 
 /**
@@ -159,4 +161,65 @@ export function readBody(req: IncomingMessage, maxBytes: number, route?: string)
     req.on('error', onError);
     req.on('aborted', onAborted);
   });
+}
+
+/**
+ * Push-side adapter for storing a result while it arrives through callbacks (undici's dispatch
+ * handler: onHeaders → onData… → onComplete / onError), as the exchange does for an auto/prefer job
+ * after its 202:
+ *
+ * ```ts
+ * const sink = resultSink(store, job.id, { status, headers });       // in onHeaders
+ * sink.done.then((o) => { if (o !== 'completed') abortUpstream(); }, (err) => store.fail(job.id, …));
+ * onData(chunk)  { if (!sink.write(chunk)) { sink.onDrain(resume); return false; } return true; }
+ * onComplete()   { sink.end(); }
+ * onError(err)   { sink.abort(err); }   // `done` rejects with err: fail the job with the mapped error
+ * ```
+ *
+ * `write` applies back-pressure (false above `highWaterMark` until the store has taken the data).
+ * `done` settles with `complete`'s outcome: `'too-large'` or `'refused'` (cancelled meanwhile) mean
+ * the store stopped reading — abort the upstream call; writes after that are ignored.
+ */
+export interface ResultSink {
+  write(chunk: Buffer): boolean;
+  onDrain(cb: () => void): void;
+  end(): void;
+  abort(err: Error): void;
+  readonly done: Promise<CompleteOutcome>;
+}
+
+export function resultSink(
+  store: JobStore,
+  id: string,
+  head: ResultHead,
+  owner?: string,
+  highWaterMark = 256 * 1024,
+): ResultSink {
+  let drain: (() => void) | undefined;
+  const readable = new Readable({
+    highWaterMark,
+    read() {
+      const d = drain;
+      drain = undefined;
+      d?.();
+    },
+  });
+  const done = store.complete(id, head, readable, owner);
+  return {
+    write(chunk) {
+      if (readable.destroyed) return false;
+      return readable.push(chunk);
+    },
+    onDrain(cb) {
+      if (readable.destroyed) return;
+      drain = cb;
+    },
+    end() {
+      if (!readable.destroyed) readable.push(null);
+    },
+    abort(err) {
+      if (!readable.destroyed) readable.destroy(err);
+    },
+    done,
+  };
 }

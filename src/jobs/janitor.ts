@@ -1,30 +1,45 @@
 /**
- * Periodic housekeeping of the job store: deletes jobs whose `keep` has passed (`purgeExpired`) and
+ * Periodic housekeeping of the job store: deletes jobs whose `keep` has passed (`purgeExpired`),
  * settles jobs whose holder's lease ran out (`recoverInterrupted`, non-exclusive: safe with several
- * instances on one store). The startup recovery (exclusive, for a single SQLite instance) is the
- * gateway's to run once before serving; see docs/async.md.
+ * instances on one store), and keeps a recent copy of the job counts for the metrics scrape (which
+ * is synchronous). The startup recovery (exclusive, for a single SQLite instance) is the gateway's to
+ * run once before serving; see docs/async.md.
  */
 import { type Logger, silentLogger } from '../observability/logger.ts';
-import type { JobStore, RecoveryReport } from './job-store.ts';
+import { JOB_STATUSES, type JobStatus, type JobStore, type RecoveryReport } from './job-store.ts';
 
 export interface JanitorOptions {
   readonly store: JobStore;
-  /** Time between runs. Default 30 s. */
+  /** Time between purge/recovery passes. Default 30 s. */
   readonly intervalMs?: number;
+  /** Time between refreshes of `counts`. Default 5 s. */
+  readonly countsEveryMs?: number;
   readonly logger?: Logger;
 }
 
 export class Janitor {
   readonly #store: JobStore;
   readonly #intervalMs: number;
+  readonly #countsEveryMs: number;
   readonly #logger: Logger;
   #timer: NodeJS.Timeout | undefined;
+  #countsTimer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
+  #counts: Record<JobStatus, number> = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<
+    JobStatus,
+    number
+  >;
 
   constructor(options: JanitorOptions) {
     this.#store = options.store;
     this.#intervalMs = options.intervalMs ?? 30_000;
+    this.#countsEveryMs = options.countsEveryMs ?? 5_000;
     this.#logger = options.logger ?? silentLogger;
+  }
+
+  /** Job counts by status as of the last refresh (for `sluice_jobs{status}`). */
+  get counts(): Readonly<Record<JobStatus, number>> {
+    return this.#counts;
   }
 
   start(): void {
@@ -33,6 +48,17 @@ export class Janitor {
       if (!this.#running) this.#running = this.runOnce().finally(() => (this.#running = undefined));
     }, this.#intervalMs);
     this.#timer.unref();
+    void this.refreshCounts();
+    this.#countsTimer = setInterval(() => void this.refreshCounts(), this.#countsEveryMs);
+    this.#countsTimer.unref();
+  }
+
+  async refreshCounts(): Promise<void> {
+    try {
+      this.#counts = await this.#store.counts();
+    } catch {
+      // Keep the last known counts; the store failure shows elsewhere.
+    }
   }
 
   /** One pass; never rejects (failures are logged and retried next time). */
@@ -50,10 +76,12 @@ export class Janitor {
     }
   }
 
-  /** Stops the timer and waits for a pass in progress. */
+  /** Stops the timers and waits for a pass in progress. */
   async stop(): Promise<void> {
     clearInterval(this.#timer);
+    clearInterval(this.#countsTimer);
     this.#timer = undefined;
+    this.#countsTimer = undefined;
     await this.#running;
   }
 }

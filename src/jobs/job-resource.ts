@@ -123,7 +123,7 @@ export class JobResource {
     const id = parts[1] ?? '';
     const isResult = parts.length === 3 && parts[2] === 'result';
     if (!(parts.length === 2 || isResult) || !isJobId(id)) {
-      return this.#notFound(ctx, id);
+      return this.#notFound(ctx);
     }
     const method = ctx.req.method ?? 'GET';
     const allowed = isResult ? 'GET, HEAD' : 'GET, HEAD, DELETE';
@@ -155,7 +155,7 @@ export class JobResource {
     const requester = ownerHash(ctx.req.headers);
     let job = await this.#load(ctx, id);
     if (job === null) return;
-    if (job === undefined || !ownerMatches(job.owner_hash, requester)) return this.#notFound(ctx, id);
+    if (job === undefined || !ownerMatches(job.owner_hash, requester)) return this.#notFound(ctx);
 
     if (method === 'DELETE') return this.#cancel(ctx, job);
     if (isResult) return this.#result(ctx, job);
@@ -173,7 +173,7 @@ export class JobResource {
         ctx.res.off('close', onClose);
       }
       if (ac.signal.aborted || ctx.res.destroyed) return; // the client went away: nothing to answer
-      if (!job) return this.#notFound(ctx, id);
+      if (!job) return this.#notFound(ctx);
     }
     this.#json(ctx, 200, job);
   }
@@ -210,7 +210,7 @@ export class JobResource {
       }
       current = await this.#load(ctx, job.id);
       if (current === null) return;
-      if (current === undefined) return this.#notFound(ctx, job.id);
+      if (current === undefined) return this.#notFound(ctx);
     }
     if (current.status === 'cancelled') return this.#json(ctx, 200, current);
     return this.#problem(
@@ -255,7 +255,7 @@ export class JobResource {
       if (isStoreUnavailable(err)) return this.#unavailable(ctx, err);
       throw err;
     }
-    if (!result) return this.#notFound(ctx, job.id); // purged in between
+    if (!result) return this.#notFound(ctx); // purged in between
     const { meta, body } = result;
     const headers: string[] = [];
     let hasRequestId = false;
@@ -302,11 +302,12 @@ export class JobResource {
     ctx.res.end(ctx.req.method === 'HEAD' ? undefined : body);
   }
 
-  #notFound(ctx: Ctx, id: string): void {
+  #notFound(ctx: Ctx): void {
+    // One fixed answer whatever the reason, so that nothing tells a foreign job from a missing one.
     this.#problem(
       ctx,
       new GatewayError('job-not-found', {
-        detail: `no job '${id.slice(0, 64)}' (unknown, expired, or not visible with these credentials)`,
+        detail: 'no such job (unknown, expired, or not visible with these credentials)',
       }),
     );
   }

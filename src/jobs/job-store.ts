@@ -173,6 +173,20 @@ export interface RecoverOptions {
   readonly exclusive?: boolean;
 }
 
+/**
+ * Stops and releases a result body that will not be read (a refused or retried result). Errors the
+ * destruction itself raises (undici reports an unread body as "Request aborted") are swallowed.
+ */
+export function abandonBody(body: AsyncIterable<unknown> | Readable): void {
+  const r = body as Partial<Readable>;
+  if (typeof r.destroy === 'function') {
+    r.on?.('error', () => {});
+    r.destroy();
+  } else {
+    void (body as AsyncIterable<unknown>)[Symbol.asyncIterator]().return?.();
+  }
+}
+
 /** Failure of the store itself. `code` is always `store-unavailable`; the cause is kept. */
 export class JobStoreError extends Error {
   readonly code = 'store-unavailable';

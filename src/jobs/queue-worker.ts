@@ -19,6 +19,7 @@ import type { Readable } from 'node:stream';
 import { fromUpstreamFailure, isGatewayError } from '../errors.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
 import {
+  abandonBody,
   isStoreUnavailable,
   type JobError,
   type JobRecord,
@@ -84,12 +85,6 @@ interface InFlight {
 const CANCELLED = 'cancelled';
 const LEASE_LOST = 'lease-lost';
 const SHUTDOWN = 'shutdown';
-
-function destroyBody(body: AsyncIterable<unknown> | Readable): void {
-  const b = body as Readable & { return?: () => unknown };
-  if (typeof b.destroy === 'function') b.destroy();
-  else (body as AsyncIterable<unknown>)[Symbol.asyncIterator]().return?.();
-}
 
 function retryAfterMs(head: ResultHead): number {
   for (const [k, v] of head.headers) {
@@ -275,7 +270,7 @@ export class QueueWorker {
         d = { error: this.#toJobError(err, job, 'ttfb') };
       }
       if (ac.signal.aborted) {
-        if ('body' in d) destroyBody(d.body);
+        if ('body' in d) abandonBody(d.body);
         return this.#abandoned(f);
       }
       const more = job.attempts < policy.attempts;
@@ -286,7 +281,7 @@ export class QueueWorker {
         return;
       }
       if (this.#retryStatuses.has(d.meta.status) && job.idempotent && more) {
-        destroyBody(d.body);
+        abandonBody(d.body);
         return this.#retry(
           f,
           this.#backoff(job.attempts, Math.min(retryAfterMs(d.meta), this.#o.backoffMaxMs)),

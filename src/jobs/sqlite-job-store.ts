@@ -25,6 +25,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type { Readable } from 'node:stream';
 import {
+  abandonBody,
   type CompleteOutcome,
   isFinal,
   JOB_STATUSES,
@@ -85,8 +86,12 @@ CREATE TABLE IF NOT EXISTS jobs (
   idempotent   INTEGER NOT NULL,
   callback_url TEXT
 ) STRICT;
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
-CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at);
+-- claim: the oldest due queued job without sorting (ORDER BY run_at, created_at follows the index).
+CREATE INDEX IF NOT EXISTS jobs_status_due ON jobs (status, run_at, created_at);
+-- purge: final jobs past expires_at, one range per final status.
+CREATE INDEX IF NOT EXISTS jobs_status_expiry ON jobs (status, expires_at);
+DROP INDEX IF EXISTS jobs_due;
+DROP INDEX IF EXISTS jobs_expiry;
 CREATE TABLE IF NOT EXISTS job_chunks (
   job_id TEXT NOT NULL,
   token  TEXT NOT NULL,
@@ -175,8 +180,10 @@ export class SqliteJobStore implements JobStore {
   /** Opens (creating the directory and schema as needed) the database at `path` (`:memory:` allowed). */
   constructor(path: string, options: SqliteJobStoreOptions = {}) {
     this.location = path;
-    this.#now = options.now ?? Date.now;
-    this.#instanceLeaseMs = options.instanceLeaseMs ?? 30_000;
+    const clock = options.now ?? Date.now;
+    // INTEGER columns are STRICT: whole milliseconds only.
+    this.#now = () => Math.floor(clock());
+    this.#instanceLeaseMs = Math.round(options.instanceLeaseMs ?? 30_000);
     this.#waitPollMs = options.waitPollMs ?? 1_000;
     this.instanceId = `i${randomBytes(9).toString('base64url')}`;
     try {
@@ -232,7 +239,7 @@ export class SqliteJobStore implements JobStore {
          RETURNING *`,
       ),
       get: p('SELECT * FROM jobs WHERE id = ?'),
-      status: p('SELECT status, lease_owner FROM jobs WHERE id = ?'),
+      holder: p('SELECT status, lease_owner, route, max_result FROM jobs WHERE id = ?'),
       markRunning: p(
         `UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = :owner,
            lease_until = :now + :lease, updated_at = :now, expires_at = :now + keep_ms
@@ -381,8 +388,8 @@ export class SqliteJobStore implements JobStore {
             })
           : null,
         request_body: job.request?.body ?? null,
-        keep_ms: job.keep_ms,
-        max_result: job.max_result,
+        keep_ms: Math.round(job.keep_ms),
+        max_result: Math.floor(job.max_result),
         lease_owner: running ? this.instanceId : null,
         lease_until: running ? now + this.#instanceLeaseMs : null,
         idempotent: job.idempotent ? 1 : 0,
@@ -417,14 +424,15 @@ export class SqliteJobStore implements JobStore {
     body: AsyncIterable<Buffer | Uint8Array> | Readable,
     owner?: string,
   ): Promise<CompleteOutcome> {
-    const stillOurs = (): JobRecord | undefined => {
-      const j = this.#run('complete', () => this.#getSync(id));
-      if (!j || j.status !== 'running' || (owner !== undefined && j.lease_owner !== owner)) return undefined;
+    type Holder = { status: string; lease_owner: string | null; route: string; max_result: number };
+    const stillOurs = (): Holder | undefined => {
+      const j = this.#run('complete', () => this.#s.holder.get(id) as Holder | undefined);
+      if (j?.status !== 'running' || (owner !== undefined && j.lease_owner !== owner)) return undefined;
       return j;
     };
     const job = stillOurs();
     if (!job) {
-      (body as Readable).destroy?.();
+      abandonBody(body);
       return 'refused';
     }
     const token = randomBytes(12).toString('base64url');
@@ -474,10 +482,6 @@ export class SqliteJobStore implements JobStore {
           }
         }
       }
-      if (!flush()) {
-        discard();
-        return 'refused';
-      }
     } catch (err) {
       discard();
       throw err;
@@ -490,6 +494,8 @@ export class SqliteJobStore implements JobStore {
     let done: JobRecord | undefined;
     try {
       done = this.#tx('complete', () => {
+        // The last (or only) partial row goes in with the status change: one commit for a small result.
+        if (fill > 0) this.#s.insertChunk.run(id, token, seq++, pending!.subarray(0, fill));
         const row = this.#s.complete.get({
           id,
           meta: JSON.stringify(meta),
@@ -539,7 +545,7 @@ export class SqliteJobStore implements JobStore {
 
   async readResult(id: string): Promise<StreamedResult | undefined> {
     const row = this.#run('readResult', () => this.#s.get.get(id) as Row | undefined);
-    if (!row || row.status !== 'completed') return undefined;
+    if (row?.status !== 'completed') return undefined;
     const meta = JSON.parse(row.result_meta as string) as ResultMeta;
     const token = row.result_token as string;
     const read = (seq: number) =>
@@ -562,21 +568,24 @@ export class SqliteJobStore implements JobStore {
   async claim(workerId: string, leaseMs: number): Promise<JobRecord | undefined> {
     const row = this.#run(
       'claim',
-      () => this.#s.claim.get({ owner: workerId, now: this.#now(), lease: leaseMs }) as Row | undefined,
+      () =>
+        this.#s.claim.get({ owner: workerId, now: this.#now(), lease: Math.round(leaseMs) }) as
+          | Row
+          | undefined,
     );
     return row && toRecord(row);
   }
 
   async renew(id: string, workerId: string, leaseMs: number): Promise<boolean> {
     const r = this.#run('renew', () =>
-      this.#s.renew.run({ id, owner: workerId, now: this.#now(), lease: leaseMs }),
+      this.#s.renew.run({ id, owner: workerId, now: this.#now(), lease: Math.round(leaseMs) }),
     );
     return r.changes > 0;
   }
 
   async requeue(id: string, workerId: string, delayMs: number): Promise<boolean> {
     const r = this.#run('requeue', () =>
-      this.#s.requeue.run({ id, owner: workerId, now: this.#now(), delay: Math.max(0, delayMs) }),
+      this.#s.requeue.run({ id, owner: workerId, now: this.#now(), delay: Math.max(0, Math.round(delayMs)) }),
     );
     return r.changes > 0;
   }
@@ -617,7 +626,7 @@ export class SqliteJobStore implements JobStore {
     let total = 0;
     for (;;) {
       const n = this.#tx('purgeExpired', () => {
-        const ids = this.#s.expired.all(now) as { id: string }[];
+        const ids = this.#s.expired.all(Math.floor(now)) as { id: string }[];
         for (const { id } of ids) {
           this.#s.deleteChunks.run(id);
           this.#s.deleteJob.run(id);

@@ -24,6 +24,11 @@ import {
 import type { AccessLogEntry } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
 import type { Admission, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
+import { acceptedResponse, isSafeToRepeat, type ResultSink, resultSink } from '../jobs/accept.ts';
+import { callbackUrlFor } from '../jobs/callback.ts';
+import { newJobId, ownerHash } from '../jobs/ids.ts';
+import { jobErrorFrom } from '../jobs/job-view.ts';
+import type { JobsHost } from '../server/jobs-host.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
 
@@ -38,9 +43,17 @@ const DONE = 5;
 export interface ExchangeHost {
   readonly clientBodyIdleMs: number;
   readonly clientSendTimeoutMs: number;
+  /** Async offload (SPEC §5), when any route uses it. */
+  readonly jobs: JobsHost | undefined;
   respondError(exchange: Exchange, err: GatewayError, close: boolean): void;
   log(entry: AccessLogEntry): void;
 }
+
+/** Offload states of an auto/prefer exchange. */
+const NO_JOB = 0;
+const CREATING = 1; // the job is being committed; the client still waits
+const OFFLOADED = 2; // 202 sent: the upstream call runs on, its result goes to the store
+const TOO_LATE = 3; // answered synchronously after all (headers came first, or the store refused)
 
 const now = performance.now.bind(performance);
 
@@ -120,7 +133,8 @@ export class Exchange {
   readonly logPath: string;
   /** Milliseconds of total budget (0 = none), after any incoming x-timeout-ms. */
   readonly budget: number;
-  readonly totalDeadline: number;
+  /** Absolute (performance.now) end of the total budget; after a 202 it becomes async.timeout. */
+  totalDeadline: number;
   readonly client: string | undefined;
 
   target: Target | undefined = undefined;
@@ -156,6 +170,13 @@ export class Exchange {
   #dispatching = false;
   #reused = false;
   #resume: (() => void) | null = null;
+  /** When an auto/prefer request becomes a job if no response headers came (Infinity: never). */
+  #asyncAt = Number.POSITIVE_INFINITY;
+  #preferenceApplied: string | undefined = undefined;
+  #offload = NO_JOB;
+  #jobId: string | undefined = undefined;
+  #sink: ResultSink | undefined = undefined;
+  #logged = false;
   #timer: NodeJS.Timeout | null = null;
   #timerAt = Number.POSITIVE_INFINITY;
   #onTimer = () => this.#timerFired();
@@ -188,6 +209,16 @@ export class Exchange {
   }
 
   /**
+   * Makes this an auto/prefer request (SPEC §5): if no response headers came within `holdMs` of its
+   * arrival, it becomes a job: 202 to the client, the upstream call goes on, its result is stored.
+   * `holdMs` 0 (Prefer: respond-async) offloads at once. `applied` is echoed in Preference-Applied.
+   */
+  enableAsync(holdMs: number, applied: string | undefined): void {
+    this.#asyncAt = this.startedAt + holdMs;
+    this.#preferenceApplied = applied;
+  }
+
+  /**
    * Starts forwarding. `path` is the upstream path without the target's base path; `headers` the
    * filtered request headers (x-timeout-ms is added per try).
    */
@@ -195,6 +226,7 @@ export class Exchange {
     this.#path = path;
     this.#headers = headers;
     this.#hasBody = hasBody;
+    if (this.#asyncAt <= this.startedAt) this.#beginOffload();
     const upstream = this.rt.upstream;
     const admission = upstream.admit();
     if (!admission.ok) {
@@ -250,9 +282,12 @@ export class Exchange {
     if (this.attempts === 0 && this.budget > 0) {
       // Shed a request whose remaining budget is below the route's recent p50: it would almost surely
       // time out, and sending it only adds load to a slow upstream.
+      // Only when part of the route's own budget is gone (a shorter incoming x-timeout-ms, or time
+      // spent waiting for a slot): a route whose full budget is below its median is left alone.
       const p50 = this.rt.recent.p50;
       const left = this.totalDeadline - now();
-      if (p50 > 0 && left < p50) {
+      const shortened = this.budget < this.rt.timeouts.total || left < this.budget - 10;
+      if (p50 > 0 && left < p50 && shortened) {
         return this.#fail(
           new GatewayError('overloaded', {
             detail: `only ${Math.round(left)}ms of the budget were left, below the recent median ${Math.round(p50)}ms of route '${this.rt.name}': shed instead of a certain timeout`,
@@ -342,6 +377,7 @@ export class Exchange {
     if (this.state !== SENDING) return;
     this.state = WAITING;
     this.sentAt = now();
+    if (this.#offload === NO_JOB && this.sentAt >= this.#asyncAt) this.#beginOffload();
     this.#arm();
   }
 
@@ -373,6 +409,20 @@ export class Exchange {
     this.status = statusCode;
     this.#arm();
     this.upstreamTiming = serverTiming;
+    if (this.#offload === OFFLOADED) {
+      // The client has its 202: the response goes into the store, streamed.
+      const jobs = this.host.jobs as JobsHost;
+      const pairs: [string, string][] = [];
+      for (let i = 0; i < headers.length; i += 2) pairs.push([headers[i], headers[i + 1]]);
+      const sink = resultSink(jobs.store, this.#jobId as string, { status: statusCode, headers: pairs });
+      this.#sink = sink;
+      sink.done.then(
+        (outcome) => this.#jobStored(outcome),
+        () => {}, // the body broke off: #fail records why
+      );
+      return true;
+    }
+    if (this.#offload === CREATING) this.#offload = TOO_LATE; // answered in time after all
     headers.push(
       'via',
       via ? `${via}, ${VIA}` : VIA,
@@ -398,6 +448,14 @@ export class Exchange {
     this.bytesOut += chunk.length;
     const t = now();
     this.lastActivity = t;
+    const sink = this.#sink;
+    if (sink !== undefined) {
+      if (sink.write(chunk)) return true;
+      this.paused = true;
+      this.pausedAt = t;
+      sink.onDrain(this.#onDrain);
+      return false;
+    }
     if (this.res.write(chunk)) return true;
     // The client is slower than the upstream: stop reading the upstream until it drains. The read
     // timer is suspended meanwhile; the client send timeout runs instead.
@@ -412,7 +470,8 @@ export class Exchange {
     if (this.state === DONE) return;
     this.state = DONE;
     this.#release();
-    this.res.end();
+    if (this.#sink !== undefined) this.#sink.end();
+    else this.res.end();
     this.#finish();
   }
 
@@ -427,9 +486,8 @@ export class Exchange {
     const condition = phase === 'connect' ? 'connect' : 'reset';
     const result: TryResult = condition;
     this.#lastResult = result;
-    this.rt.upstream.report(this.target as Target, result);
     // A pooled keep-alive connection the upstream had already closed: retried once, transparently,
-    // when nothing was sent that cannot be sent again.
+    // when nothing was sent that cannot be sent again. A harmless race, so no verdict on the target.
     const code = (err as { code?: string }).code;
     if (
       !this.#staleRetried &&
@@ -442,6 +500,7 @@ export class Exchange {
       this.#staleRetried = true;
       return this.#retry('stale-connection', 0);
     }
+    this.rt.upstream.report(this.target as Target, result);
     if (this.#retryOn(condition) && this.#mayRetry(condition === 'connect')) return this.#retry(condition);
     this.#fail(fromUpstreamFailure(err, phase, this.rt.name, this.rt.upstream.name));
   }
@@ -494,6 +553,7 @@ export class Exchange {
   #nextDeadline(precise: boolean): number {
     const to = this.rt.timeouts;
     let d = this.totalDeadline;
+    if (this.#offload === NO_JOB && this.state < READING) d = Math.min(d, this.#asyncAt);
     switch (this.state) {
       case CONNECTING:
         d = Math.min(d, this.#tryDeadline);
@@ -539,6 +599,10 @@ export class Exchange {
     this.#timerAt = Number.POSITIVE_INFINITY;
     if (this.state === DONE) return;
     const t = now() + 1; // timers may fire up to 1 ms early through rounding
+    if (this.#offload === NO_JOB && t >= this.#asyncAt && this.state < READING) {
+      // A request body still on its way waits for onRequestSent: the 202 must not cut it short.
+      if (!(this.#hasBody && this.state <= SENDING)) this.#beginOffload();
+    }
     if (t >= this.totalDeadline) return this.#timeout('total');
     const to = this.rt.timeouts;
     switch (this.state) {
@@ -560,11 +624,15 @@ export class Exchange {
         break;
       case WAITING:
         if (t >= this.#tryDeadline) return this.#tryTimeout('ttfb');
-        if (to.ttfb > 0 && t >= this.sentAt + to.ttfb) return this.#tryTimeout('ttfb');
+        if (to.ttfb > 0 && this.#offload !== OFFLOADED && t >= this.sentAt + to.ttfb) return this.#tryTimeout('ttfb');
         break;
       case READING:
         if (this.paused) {
-          if (this.host.clientSendTimeoutMs > 0 && t >= this.pausedAt + this.host.clientSendTimeoutMs) {
+          if (
+            this.#sink === undefined &&
+            this.host.clientSendTimeoutMs > 0 &&
+            t >= this.pausedAt + this.host.clientSendTimeoutMs
+          ) {
             // The client stopped reading: close it; the upstream call is aborted with it.
             this.outcome = 'client_aborted';
             this.errorCode = 'client-send-timeout';
@@ -611,6 +679,109 @@ export class Exchange {
     this.#resume?.();
   }
 
+  // ---- async offload (SPEC §5) ------------------------------------------------------------------
+
+  /** Commits a job for this request; once committed, answers 202 and goes on in the background. */
+  #beginOffload(): void {
+    const jobs = this.host.jobs;
+    const cfg = this.rt.route.async;
+    if (jobs === undefined || cfg === undefined || this.#offload !== NO_JOB) return;
+    this.#offload = CREATING;
+    const req = this.req;
+    const id = newJobId();
+    jobs.store
+      .create({
+        id,
+        route: this.rt.name,
+        mode: cfg.mode === 'prefer' ? 'prefer' : 'auto',
+        status: 'running',
+        owner_hash: ownerHash(req.headers),
+        keep_ms: cfg.keep,
+        max_result: cfg.max_result,
+        idempotent: isSafeToRepeat(this.method, req.headers),
+        callback_url: callbackUrlFor(req.headers['callback-url'], cfg.callback),
+      })
+      .then(
+        (job) => {
+          if (this.#offload !== CREATING || this.state === DONE || this.res.headersSent) {
+            // Answered synchronously meanwhile: nobody will ever see this job's id.
+            this.#offload = TOO_LATE;
+            void jobs.store.cancel(id).catch(() => {});
+            return;
+          }
+          this.#offload = OFFLOADED;
+          this.#jobId = id;
+          jobs.running.set(id, this);
+          // The client leaving now changes nothing: the call goes on for the job.
+          this.res.off('close', this.#onClose);
+          const p50 = this.rt.recent.p50;
+          const elapsed = now() - this.startedAt;
+          const retryAfter = p50 > elapsed ? Math.min(30, Math.ceil((p50 - elapsed) / 1000)) : 2;
+          acceptedResponse(this.res, job, jobs.prefix, retryAfter, this.#preferenceApplied, this.requestId);
+          this.status = 202;
+          this.outcome = 'async';
+          this.#finish();
+          // From now on the budget is the background one.
+          this.totalDeadline = this.startedAt + cfg.timeout;
+        },
+        (err: Error) => {
+          // No job, no 202: the request simply goes on synchronously.
+          this.#offload = TOO_LATE;
+          jobs.logger.warn(
+            { route: this.rt.name, request_id: this.requestId, error: err.message },
+            'job store unavailable: answering synchronously',
+          );
+        },
+      );
+  }
+
+  #jobStored(outcome: string): void {
+    const jobs = this.host.jobs as JobsHost;
+    if (outcome === 'too-large' || outcome === 'refused') {
+      // The store stopped reading (result over max_result, or the job was cancelled): stop the call.
+      this.#attempt?.abandon(new AbandonedError(`job ${outcome}`));
+    }
+    jobs.running.delete(this.#jobId as string);
+    jobs.logger.info(
+      { job: this.#jobId, route: this.rt.name, outcome, status: this.status, ms: Math.round(now() - this.startedAt) },
+      'job finished',
+    );
+  }
+
+  #endJob(err: GatewayError): void {
+    const jobs = this.host.jobs as JobsHost;
+    const id = this.#jobId as string;
+    jobs.running.delete(id);
+    void jobs.store.fail(id, jobErrorFrom(err)).catch(() => {});
+    jobs.logger.info({ job: id, route: this.rt.name, error: err.code, phase: err.phase }, 'job failed');
+  }
+
+  /** DELETE on the job: the store already says cancelled; abort the upstream call. */
+  cancelJob(): void {
+    if (this.#offload !== OFFLOADED || this.state === DONE) return;
+    this.state = DONE;
+    this.#attempt?.abandon(new AbandonedError('job cancelled'));
+    this.#release();
+    this.#sink?.abort(new AbandonedError('job cancelled'));
+    (this.host.jobs as JobsHost).running.delete(this.#jobId as string);
+  }
+
+  /** The gateway stops while this job's call runs: it ends failed with `interrupted`. */
+  async interruptJob(): Promise<void> {
+    if (this.#offload !== OFFLOADED || this.state === DONE) return;
+    this.state = DONE;
+    const err = new GatewayError('interrupted', {
+      detail: `the gateway stopped while the upstream call of route '${this.rt.name}' was running`,
+      route: this.rt.name,
+    });
+    this.#attempt?.abandon(err);
+    this.#release();
+    this.#sink?.abort(err);
+    const jobs = this.host.jobs as JobsHost;
+    jobs.running.delete(this.#jobId as string);
+    await jobs.store.fail(this.#jobId as string, jobErrorFrom(err)).catch(() => {});
+  }
+
   // ---- endings -----------------------------------------------------------------------------------
 
   #malformed(why: string): GatewayError {
@@ -654,6 +825,12 @@ export class Exchange {
     this.state = DONE;
     this.#attempt?.abandon(err);
     this.#release();
+    if (this.#offload === OFFLOADED) {
+      // The client has its 202 already: the job records the failure in the SPEC §4 vocabulary.
+      this.#sink?.abort(err);
+      this.#endJob(err);
+      return;
+    }
     this.outcome = err.outcome;
     this.phase = err.phase ?? null;
     this.errorCode = err.code;
@@ -683,6 +860,8 @@ export class Exchange {
   }
 
   #finish(): void {
+    if (this.#logged) return;
+    this.#logged = true;
     this.res.off('close', this.#onClose);
     const t = now();
     const r = (x: number) => Math.round(x * 100) / 100;

@@ -13,7 +13,11 @@ import {
 } from 'node:http';
 import { BlockList, isIPv6, type Socket } from 'node:net';
 import type { EffectiveConfig } from '../config/resolve.ts';
-import { GatewayError, type ProblemExtras, problemBody, proxyStatus, sendProblem } from '../errors.ts';
+import { GatewayError, isGatewayError, type ProblemExtras, problemBody, proxyStatus, sendProblem } from '../errors.ts';
+import { acceptedResponse, isSafeToRepeat, parsePrefer, readBody } from '../jobs/accept.ts';
+import { callbackUrlFor } from '../jobs/callback.ts';
+import { newJobId, ownerHash } from '../jobs/ids.ts';
+import { isStoreUnavailable, type JobStore } from '../jobs/job-store.ts';
 import { type AccessLog, type AccessLogEntry, nullAccessLog } from '../observability/access-log.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
 import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
@@ -21,6 +25,7 @@ import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
 import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
+import { JobsHost } from './jobs-host.ts';
 import { isValidRequestId, newRequestId } from './request-id.ts';
 
 export interface GatewayOptions {
@@ -28,6 +33,8 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Called once per finished request, right after its access-log line (metrics, latency windows). */
   onRequest?: (entry: AccessLogEntry) => void;
+  /** Test seam: the job store to use instead of opening config.store. */
+  jobStore?: JobStore;
   /** Upstream state changes (health, ejection, circuit); also logged. */
   onUpstreamEvent?: (event: UpstreamEvent) => void;
 }
@@ -51,12 +58,52 @@ function buildTrusted(cidrs: readonly string[]): BlockList | undefined {
   return list;
 }
 
+/** The access-log line of a request the gateway answered itself (no upstream exchange). */
+function simpleEntry(
+  req: IncomingMessage,
+  requestId: string,
+  startedAt: number,
+  logPath: string,
+  rt: RouteRuntime | undefined,
+  status: number,
+  outcome: AccessLogEntry['outcome'],
+  error: string | null,
+  bytesIn: number,
+): AccessLogEntry {
+  return {
+    time: new Date().toISOString(),
+    request_id: requestId,
+    method: req.method ?? '',
+    path: logPath,
+    route: rt?.name ?? null,
+    upstream: rt?.upstream.name ?? null,
+    target: null,
+    status,
+    outcome,
+    phase: null,
+    error,
+    client: req.socket?.remoteAddress,
+    bytes_in: bytesIn,
+    bytes_out: 0,
+    attempts: 0,
+    retries: 0,
+    dns: null,
+    connect: null,
+    tls: null,
+    ttfb: null,
+    total: Math.round((now() - startedAt) * 100) / 100,
+    budget_ms: rt?.timeouts.total ?? 0,
+  };
+}
+
 export class Gateway implements ExchangeHost {
   readonly server: Server;
   readonly accessLog: AccessLog;
   readonly logger: Logger;
   readonly #onRequest: ((entry: AccessLogEntry) => void) | undefined;
   readonly #onUpstreamEvent: (event: UpstreamEvent) => void;
+  /** Async offload; undefined while no route uses it. */
+  jobs: JobsHost | undefined;
   #runtime: Runtime;
   #trusted: BlockList | undefined;
   #inflight = 0;
@@ -83,6 +130,9 @@ export class Gateway implements ExchangeHost {
       options.onUpstreamEvent?.(event);
     };
     this.#runtime = buildRuntime(config, undefined, this.#onUpstreamEvent);
+    this.jobs = config.routes.some((r) => r.async)
+      ? new JobsHost(config, { logger: this.logger, runtime: () => this.#runtime, store: options.jobStore })
+      : undefined;
     this.#trusted = buildTrusted(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
     this.clientSendTimeoutMs = config.client.send_timeout;
@@ -127,6 +177,10 @@ export class Gateway implements ExchangeHost {
   reload(config: EffectiveConfig): void {
     const old = this.#runtime;
     this.#runtime = buildRuntime(config, old, this.#onUpstreamEvent);
+    if (this.jobs === undefined && config.routes.some((r) => r.async)) {
+      this.jobs = new JobsHost(config, { logger: this.logger, runtime: () => this.#runtime });
+      void this.jobs.start();
+    }
     for (const u of this.#runtime.upstreams.values()) u.start();
     this.#trusted = buildTrusted(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
@@ -146,6 +200,12 @@ export class Gateway implements ExchangeHost {
     port = this.config.listen.port,
     host = this.config.listen.host,
   ): Promise<{ port: number; host: string }> {
+    // Jobs a previous process left running are settled before any new request is taken.
+    const recovered = this.jobs?.start() ?? Promise.resolve();
+    return recovered.then(() => this.#listen(port, host));
+  }
+
+  #listen(port: number | undefined, host: string | undefined): Promise<{ port: number; host: string }> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       this.server.once('error', onError);
@@ -165,6 +225,7 @@ export class Gateway implements ExchangeHost {
   async close(graceMs = this.config.shutdownTimeout): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
+    const stopAt = performance.now();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     if (this.#inflight > 0) {
@@ -179,6 +240,8 @@ export class Gateway implements ExchangeHost {
     }
     this.server.closeAllConnections();
     await closed;
+    // Background job calls get what is left of the grace period, then end `interrupted`.
+    await this.jobs?.close(Math.max(0, graceMs - (performance.now() - stopAt)));
     await Promise.all([...this.#runtime.upstreams.values()].map((u) => u.close()));
     this.accessLog.flush();
   }
@@ -206,6 +269,12 @@ export class Gateway implements ExchangeHost {
 
   handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const startedAt = now();
+    const jobs = this.jobs;
+    if (jobs !== undefined && (req.url ?? '').startsWith(jobs.prefix)) {
+      // The job resource (SPEC §5) answers polls, results and cancels itself.
+      const t = parseTarget(req.url ?? '/');
+      if (t !== undefined && jobs.resource.tryHandle(req, res, t.path)) return;
+    }
     this.#inflight++;
     const incomingId = req.headers['x-request-id'];
     const requestId = isValidRequestId(incomingId as string | undefined)
@@ -325,10 +394,85 @@ export class Gateway implements ExchangeHost {
     // Expect: 100-continue is answered here, once the request passed every check (a 413 never
     // invites the body); the upstream never sees Expect (undici does not support it).
     if (expectsContinue) res.writeContinue();
-    const exchange = new Exchange(this, rt, req, res, requestId, startedAt, logPath, budget);
-    const path = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
+    const stripped = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
+    const path = (stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`) + target.query;
     const hasBody = chunked || (cl !== undefined && cl !== '0');
-    exchange.start((path.charCodeAt(0) === 47 ? path : `/${path}`) + target.query, headers, hasBody);
+    const cfg = rt.route.async;
+    if (cfg !== undefined && jobs !== undefined && cfg.mode === 'queue') {
+      void this.#enqueue(req, res, rt, requestId, startedAt, logPath, path, headers, hasBody);
+      return;
+    }
+    const exchange = new Exchange(this, rt, req, res, requestId, startedAt, logPath, budget);
+    if (cfg !== undefined && jobs !== undefined) {
+      // RFC 7240: respond-async asks for a 202 at once; wait=N sets how long to hold before one.
+      const prefs = parsePrefer(req.headers.prefer);
+      if (prefs.respondAsync) exchange.enableAsync(0, 'respond-async');
+      else if (cfg.mode === 'auto') {
+        if (prefs.waitMs !== undefined) {
+          const hold = budget > 0 ? Math.min(prefs.waitMs, budget) : prefs.waitMs;
+          exchange.enableAsync(hold, `wait=${Math.round(hold / 1000)}`);
+        } else exchange.enableAsync(cfg.after, undefined);
+      }
+    }
+    exchange.start(path, headers, hasBody);
+  }
+
+  /** queue mode: store the request durably, answer 202 at once; a queue worker delivers it. */
+  async #enqueue(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rt: RouteRuntime,
+    requestId: string,
+    startedAt: number,
+    logPath: string,
+    path: string,
+    headers: string[],
+    hasBody: boolean,
+  ): Promise<void> {
+    const jobs = this.jobs as JobsHost;
+    const cfg = rt.route.async as NonNullable<RouteRuntime['route']['async']>;
+    let body: Buffer | undefined;
+    try {
+      if (hasBody) body = await readBody(req, cfg.max_body, rt.name);
+    } catch (err) {
+      const gerr = isGatewayError(err)
+        ? err
+        : new GatewayError('client-timeout', { detail: 'the request body could not be read', route: rt.name });
+      return this.#early(req, res, requestId, startedAt, gerr, logPath, rt);
+    }
+    const pairs: [string, string][] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      const lower = headers[i].toLowerCase();
+      if (lower !== 'content-length' && lower !== 'host') pairs.push([headers[i], headers[i + 1]]);
+    }
+    pairs.push(['host', req.headers.host ?? '']);
+    try {
+      const job = await jobs.store.create({
+        id: newJobId(),
+        route: rt.name,
+        mode: 'queue',
+        status: 'queued',
+        owner_hash: ownerHash(req.headers),
+        request: { method: req.method ?? 'GET', path, headers: pairs, body },
+        keep_ms: cfg.keep,
+        max_result: cfg.max_result,
+        idempotent: isSafeToRepeat(req.method ?? 'GET', req.headers),
+        callback_url: callbackUrlFor(req.headers['callback-url'], cfg.callback),
+      });
+      const applied = parsePrefer(req.headers.prefer).respondAsync ? 'respond-async' : undefined;
+      acceptedResponse(res, job, jobs.prefix, 1, applied, requestId);
+      jobs.worker.nudge();
+      this.log(simpleEntry(req, requestId, startedAt, logPath, rt, 202, 'async', null, body?.length ?? 0));
+    } catch (err) {
+      const gerr = isStoreUnavailable(err)
+        ? new GatewayError('store-unavailable', {
+            detail: `the job store cannot take the request of route '${rt.name}' now`,
+            route: rt.name,
+            retryAfter: 5,
+          })
+        : new GatewayError('internal-error', { detail: 'the job could not be created', route: rt.name });
+      this.#early(req, res, requestId, startedAt, gerr, logPath, rt);
+    }
   }
 
   #early(
@@ -344,30 +488,7 @@ export class Gateway implements ExchangeHost {
     const close =
       req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
     sendProblem(res, err, { requestId, elapsedMs: now() - startedAt, attempts: 0 }, close || this.#closing);
-    this.log({
-      time: new Date().toISOString(),
-      request_id: requestId,
-      method: req.method ?? '',
-      path: logPath,
-      route: rt?.name ?? null,
-      upstream: rt?.upstream.name ?? null,
-      target: null,
-      status: err.status,
-      outcome: err.outcome,
-      phase: null,
-      error: err.code,
-      client: req.socket.remoteAddress,
-      bytes_in: 0,
-      bytes_out: 0,
-      attempts: 0,
-      retries: 0,
-      dns: null,
-      connect: null,
-      tls: null,
-      ttfb: null,
-      total: Math.round((now() - startedAt) * 100) / 100,
-      budget_ms: rt?.timeouts.total ?? 0,
-    });
+    this.log(simpleEntry(req, requestId, startedAt, logPath, rt, err.status, err.outcome, err.code, 0));
   }
 
   /** Malformed or oversized requests that Node's parser refuses, and header-read timeouts. */

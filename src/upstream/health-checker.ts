@@ -15,6 +15,9 @@
 import { Agent, request } from 'undici';
 import type { HealthConfig } from '../config/resolve.ts';
 
+/** Least time between the end of one probe of a target and the start of the next. */
+const MIN_GAP_MS = 10;
+
 export interface HealthCheckTarget {
   readonly origin: string;
 }
@@ -119,7 +122,8 @@ export class HealthChecker<T extends HealthCheckTarget> {
     }
     if (run !== this.#run) return; // stopped (and maybe restarted) while the probe ran
     this.#record(s, ok);
-    const wait = Math.max(0, this.#config.interval - (performance.now() - started));
+    // The floor only guards against `interval: 0s` (which the schema accepts) turning into a busy loop.
+    const wait = Math.max(MIN_GAP_MS, this.#config.interval - (performance.now() - started));
     s.timer = setTimeout(() => void this.#probe(s), wait);
     s.timer.unref();
   }

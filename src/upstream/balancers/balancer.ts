@@ -18,7 +18,9 @@ export interface Balancer {
    * Picks one of `candidates` (the healthy, non-ejected targets; the caller filters). `exclude` is the
    * target the previous try of the same request used: it is skipped when another candidate exists, and
    * returned only when it is the sole candidate. Returns undefined only when `candidates` is empty.
-   * Implementations do not allocate per pick.
+   * Implementations do not allocate per pick. They may cache facts about a `candidates` array by
+   * identity (e.g. "all weights equal"), so the caller passes a new array whenever the set changes
+   * and never mutates one it has passed.
    */
   pick<T extends BalancerTarget>(candidates: readonly T[], exclude?: T): T | undefined;
 }

@@ -27,3 +27,13 @@ test('a random source at its top end still returns a candidate', () => {
   assert.equal(b.pick(c), c[1]);
   assert.equal(b.pick(c, c[1]), c[0]);
 });
+
+test('equal weights: uniform over the candidates, exclude honoured', () => {
+  const b = new RandomBalancer(seeded(13));
+  const c = targets(2, 2, 2, 2);
+  const all = countPicks((x, e) => b.pick(x, e), c, 8_000);
+  for (const n of all) assert.ok(Math.abs(n - 2_000) < 250, String(all));
+  const rest = countPicks((x, e) => b.pick(x, e), c, 6_000, c[2]);
+  assert.equal(rest[2], 0);
+  for (const i of [0, 1, 3]) assert.ok(Math.abs(rest[i] - 2_000) < 250, String(rest));
+});

@@ -50,3 +50,17 @@ test('ids beyond the initial score array are handled', () => {
   for (let i = 0; i < 40; i++) seen.add((b.pick(c) as { id: number }).id);
   assert.equal(seen.size, 40);
 });
+
+test('a new candidate array is re-examined: equal weights then unequal ones', () => {
+  const b = new RoundRobinBalancer();
+  const [a, c] = targets(1, 1);
+  assert.deepEqual(
+    countPicks((x) => b.pick(x), [a, c], 10),
+    [5, 5],
+  );
+  const weighted = targets(3, 1);
+  assert.deepEqual(
+    countPicks((x) => b.pick(x), weighted, 400),
+    [300, 100],
+  );
+});

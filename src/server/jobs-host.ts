@@ -1,0 +1,170 @@
+/**
+ * Everything of async offload (SPEC §5) that lives beside the data plane, wired once per gateway:
+ * the job store, the public job resource, queue workers delivering through the route's upstream,
+ * the janitor (expiry, lease recovery), completion webhooks, and the registry of auto/prefer jobs
+ * whose upstream call runs in this process (so DELETE can abort it). Created only when a route uses
+ * async; a gateway without async routes opens no store.
+ */
+import type { EffectiveConfig } from '../config/resolve.ts';
+import { fromUpstreamFailure, GatewayError, upstreamTimeout } from '../errors.ts';
+import { CallbackSender } from '../jobs/callback.ts';
+import { Janitor } from '../jobs/janitor.ts';
+import { JobResource } from '../jobs/job-resource.ts';
+import type { JobError, JobStore } from '../jobs/job-store.ts';
+import { jobErrorFrom } from '../jobs/job-view.ts';
+import { openJobStore } from '../jobs/open-job-store.ts';
+import { type Delivery, QueueWorker } from '../jobs/queue-worker.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Exchange } from '../proxy/exchange.ts';
+import { filterResponseHeaders } from '../proxy/headers.ts';
+import type { RouteRuntime, Runtime } from '../proxy/route-runtime.ts';
+
+export interface JobsHostOptions {
+  logger: Logger;
+  runtime: () => Runtime;
+  /** Test seam: an already open store. */
+  store?: JobStore;
+}
+
+function routeOf(runtime: Runtime, name: string): RouteRuntime | undefined {
+  return runtime.routes.find((r) => r.name === name);
+}
+
+function deliveryError(err: GatewayError): { error: JobError } {
+  return { error: jobErrorFrom(err) };
+}
+
+export class JobsHost {
+  readonly store: JobStore;
+  readonly resource: JobResource;
+  readonly worker: QueueWorker;
+  readonly logger: Logger;
+  /** Auto/prefer jobs whose upstream call runs in this process, by job id. */
+  readonly running = new Map<string, Exchange>();
+  #prefix: string;
+  readonly #janitor: Janitor;
+  readonly #callbacks: CallbackSender;
+  readonly #detachCallbacks: () => void;
+  readonly #runtime: () => Runtime;
+
+  constructor(config: EffectiveConfig, options: JobsHostOptions) {
+    this.logger = options.logger;
+    this.#runtime = options.runtime;
+    this.#prefix = config.jobs.prefix.replace(/\/+$/, '');
+    this.store = options.store ?? openJobStore(config.store);
+    this.resource = new JobResource({
+      store: this.store,
+      prefix: this.#prefix,
+      logger: this.logger,
+      onCancel: (id) => {
+        this.running.get(id)?.cancelJob();
+        this.worker.cancel(id);
+      },
+    });
+    this.worker = new QueueWorker({
+      store: this.store,
+      workers: config.jobs.workers,
+      logger: this.logger,
+      policyFor: (route) => {
+        const rt = routeOf(this.#runtime(), route);
+        return rt?.route.async ? { attempts: rt.route.async.attempts } : undefined;
+      },
+      deliver: (job, signal) => this.#deliver(job.route, job.request, signal),
+    });
+    this.#janitor = new Janitor({ store: this.store, logger: this.logger });
+    this.#callbacks = new CallbackSender({
+      prefix: this.#prefix,
+      logger: this.logger,
+      policyFor: (route) => routeOf(this.#runtime(), route)?.route.async?.callback,
+    });
+    this.#detachCallbacks = this.#callbacks.attach(this.store);
+  }
+
+  get prefix(): string {
+    return this.#prefix;
+  }
+
+  /** Recovers what a crash left (this process owns the SQLite store), then starts the workers. */
+  async start(): Promise<void> {
+    const report = await this.store.recoverInterrupted({ exclusive: true });
+    if (report.failed + report.requeued > 0) {
+      this.logger.warn({ ...report }, 'recovered jobs interrupted by a previous stop');
+    }
+    this.worker.start();
+    this.#janitor.start();
+  }
+
+  /**
+   * Queue-mode delivery through the data plane's upstream: balancing and health apply, the route's
+   * connect budget and `async.timeout` as the budget until response headers.
+   */
+  async #deliver(
+    routeName: string,
+    request: { method: string; path: string; headers: readonly (readonly [string, string])[]; body?: Buffer } | undefined,
+    signal: AbortSignal,
+  ): Promise<Delivery> {
+    const rt = routeOf(this.#runtime(), routeName);
+    if (!rt || !rt.route.async || !request) {
+      return deliveryError(new GatewayError('internal-error', { detail: `route '${routeName}' no longer exists` }));
+    }
+    const upstream = rt.upstream;
+    const target = upstream.pick();
+    if (!target) {
+      return deliveryError(
+        new GatewayError('no-healthy-upstream', {
+          detail: `upstream '${upstream.name}' has no healthy target on route '${rt.name}'`,
+          route: rt.name,
+          proxyError: 'destination_unavailable',
+        }),
+      );
+    }
+    const budget = rt.route.async.timeout;
+    const headers: string[] = [];
+    for (const [k, v] of request.headers) headers.push(k, v);
+    headers.push('x-timeout-ms', String(budget));
+    target.inflight++;
+    try {
+      const res = await target.pool.request({
+        path: target.basePath + request.path,
+        method: request.method as 'GET',
+        headers,
+        body: request.body ?? null,
+        signal,
+        headersTimeout: budget,
+        bodyTimeout: rt.timeouts.read,
+      });
+      const raw: string[] = [];
+      for (const [k, v] of Object.entries(res.headers)) {
+        if (Array.isArray(v)) for (const one of v) raw.push(k, one);
+        else if (v !== undefined) raw.push(k, v);
+      }
+      const { headers: kept } = filterResponseHeaders(raw);
+      const pairs: [string, string][] = [];
+      for (let i = 0; i < kept.length; i += 2) pairs.push([kept[i], kept[i + 1]]);
+      upstream.report(target, res.statusCode >= 500 ? 'status5xx' : 'ok');
+      res.body.once('close', () => target.inflight--);
+      return { meta: { status: res.statusCode, headers: pairs }, body: res.body };
+    } catch (err) {
+      target.inflight--;
+      const code = (err as { code?: string }).code;
+      if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+        upstream.report(target, 'timeout');
+        return deliveryError(upstreamTimeout('ttfb', rt.name, upstream.name, budget));
+      }
+      upstream.report(target, code === 'ECONNREFUSED' ? 'connect' : 'reset');
+      return deliveryError(fromUpstreamFailure(err, code === 'ECONNREFUSED' ? 'connect' : 'ttfb', rt.name, upstream.name));
+    }
+  }
+
+  /** Stops workers (bounded), interrupts background calls still running, closes the store. */
+  async close(graceMs: number): Promise<void> {
+    await this.worker.stop(graceMs);
+    const deadline = performance.now() + graceMs;
+    while (this.running.size > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await Promise.all([...this.running.values()].map((ex) => ex.interruptJob()));
+    await this.#janitor.stop();
+    this.#detachCallbacks();
+    await this.#callbacks.close();
+    await this.store.close();
+  }
+}
