@@ -21,14 +21,14 @@ import {
   type Phase,
   upstreamTimeout,
 } from '../errors.ts';
-import type { AccessLogEntry } from '../observability/access-log.ts';
-import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
-import type { Admission, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
 import { acceptedResponse, isSafeToRepeat, type ResultSink, resultSink } from '../jobs/accept.ts';
 import { callbackUrlFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
 import { jobErrorFrom } from '../jobs/job-view.ts';
+import type { AccessLogEntry } from '../observability/access-log.ts';
+import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
 import type { JobsHost } from '../server/jobs-host.ts';
+import type { Admission, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
 
@@ -624,7 +624,8 @@ export class Exchange {
         break;
       case WAITING:
         if (t >= this.#tryDeadline) return this.#tryTimeout('ttfb');
-        if (to.ttfb > 0 && this.#offload !== OFFLOADED && t >= this.sentAt + to.ttfb) return this.#tryTimeout('ttfb');
+        if (to.ttfb > 0 && this.#offload !== OFFLOADED && t >= this.sentAt + to.ttfb)
+          return this.#tryTimeout('ttfb');
         break;
       case READING:
         if (this.paused) {
@@ -743,7 +744,13 @@ export class Exchange {
     }
     jobs.running.delete(this.#jobId as string);
     jobs.logger.info(
-      { job: this.#jobId, route: this.rt.name, outcome, status: this.status, ms: Math.round(now() - this.startedAt) },
+      {
+        job: this.#jobId,
+        route: this.rt.name,
+        outcome,
+        status: this.status,
+        ms: Math.round(now() - this.startedAt),
+      },
       'job finished',
     );
   }

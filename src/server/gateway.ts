@@ -13,7 +13,14 @@ import {
 } from 'node:http';
 import { BlockList, isIPv6, type Socket } from 'node:net';
 import type { EffectiveConfig } from '../config/resolve.ts';
-import { GatewayError, isGatewayError, type ProblemExtras, problemBody, proxyStatus, sendProblem } from '../errors.ts';
+import {
+  GatewayError,
+  isGatewayError,
+  type ProblemExtras,
+  problemBody,
+  proxyStatus,
+  sendProblem,
+} from '../errors.ts';
 import { acceptedResponse, isSafeToRepeat, parsePrefer, readBody } from '../jobs/accept.ts';
 import { callbackUrlFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
@@ -437,7 +444,10 @@ export class Gateway implements ExchangeHost {
     } catch (err) {
       const gerr = isGatewayError(err)
         ? err
-        : new GatewayError('client-timeout', { detail: 'the request body could not be read', route: rt.name });
+        : new GatewayError('client-timeout', {
+            detail: 'the request body could not be read',
+            route: rt.name,
+          });
       return this.#early(req, res, requestId, startedAt, gerr, logPath, rt);
     }
     const pairs: [string, string][] = [];

@@ -100,12 +100,16 @@ export class JobsHost {
    */
   async #deliver(
     routeName: string,
-    request: { method: string; path: string; headers: readonly (readonly [string, string])[]; body?: Buffer } | undefined,
+    request:
+      | { method: string; path: string; headers: readonly (readonly [string, string])[]; body?: Buffer }
+      | undefined,
     signal: AbortSignal,
   ): Promise<Delivery> {
     const rt = routeOf(this.#runtime(), routeName);
-    if (!rt || !rt.route.async || !request) {
-      return deliveryError(new GatewayError('internal-error', { detail: `route '${routeName}' no longer exists` }));
+    if (!rt?.route.async || !request) {
+      return deliveryError(
+        new GatewayError('internal-error', { detail: `route '${routeName}' no longer exists` }),
+      );
     }
     const upstream = rt.upstream;
     const target = upstream.pick();
@@ -152,7 +156,9 @@ export class JobsHost {
         return deliveryError(upstreamTimeout('ttfb', rt.name, upstream.name, budget));
       }
       upstream.report(target, code === 'ECONNREFUSED' ? 'connect' : 'reset');
-      return deliveryError(fromUpstreamFailure(err, code === 'ECONNREFUSED' ? 'connect' : 'ttfb', rt.name, upstream.name));
+      return deliveryError(
+        fromUpstreamFailure(err, code === 'ECONNREFUSED' ? 'connect' : 'ttfb', rt.name, upstream.name),
+      );
     }
   }
 

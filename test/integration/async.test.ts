@@ -11,7 +11,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
-import { problemOf, sleep, spawnGateway, startHttpServer, startTestGateway, type TestGateway, type TestServer } from '../helpers.ts';
+import {
+  problemOf,
+  sleep,
+  spawnGateway,
+  startHttpServer,
+  startTestGateway,
+  type TestGateway,
+  type TestServer,
+} from '../helpers.ts';
 
 interface Accepted {
   id: string;
@@ -121,7 +129,10 @@ routes:
     assert.equal(result.headers.get('x-custom'), 'kept');
     const bytes = Buffer.from(await result.arrayBuffer());
     assert.equal(bytes.length, BIG.length);
-    assert.equal(createHash('sha256').update(bytes).digest('hex'), createHash('sha256').update(BIG).digest('hex'));
+    assert.equal(
+      createHash('sha256').update(bytes).digest('hex'),
+      createHash('sha256').update(BIG).digest('hex'),
+    );
   });
 
   test('Prefer: respond-async answers 202 at once; Prefer: wait=N sets the hold time; both are echoed', async () => {
@@ -199,14 +210,23 @@ routes:
 
   test('queue: the request is stored and 202 comes at once; a worker delivers it', async () => {
     const body = 'hello queue';
-    const res = await fetch(gw.url('/q/echo'), { method: 'POST', body, headers: { 'idempotency-key': 'k-1' } });
+    const res = await fetch(gw.url('/q/echo'), {
+      method: 'POST',
+      body,
+      headers: { 'idempotency-key': 'k-1' },
+    });
     assert.equal(res.status, 202);
     const job = (await res.json()) as Accepted;
     assert.ok(['queued', 'running'].includes(job.status));
     const done = await poll(job.poll_url);
     assert.equal(done.status, 'completed');
     const result = await fetch(gw.url(`${job.poll_url}/result`));
-    const echo = (await result.json()) as { method: string; path: string; body_sha256: string; headers: Record<string, string> };
+    const echo = (await result.json()) as {
+      method: string;
+      path: string;
+      body_sha256: string;
+      headers: Record<string, string>;
+    };
     assert.equal(echo.method, 'POST');
     assert.equal(echo.path, '/echo');
     assert.equal(echo.body_sha256, createHash('sha256').update(body).digest('hex'));
@@ -241,7 +261,11 @@ routes:
     await accept('/q/slow?ms=800', { method: 'GET' }, 'queue-get');
     await accept('/q/slow?ms=50', { method: 'GET' }, 'queue-get');
     await accept('/q/echo', { method: 'POST', body: 'x' }, 'queue-post');
-    await accept('/q/echo', { method: 'POST', body: 'y', headers: { 'idempotency-key': 'k' } }, 'queue-post-key');
+    await accept(
+      '/q/echo',
+      { method: 'POST', body: 'y', headers: { 'idempotency-key': 'k' } },
+      'queue-post-key',
+    );
     process.kill(first.pid, 'SIGKILL');
     await first.stop();
 
@@ -259,7 +283,8 @@ routes:
         assert.equal(result.status, 502);
         assert.equal((await problemOf(result)).type, 'https://sluice.dev/problems/interrupted');
       }
-      if (job.kind === 'queue-get' || job.kind === 'queue-post-key') assert.equal(j.status, 'completed', job.kind);
+      if (job.kind === 'queue-get' || job.kind === 'queue-post-key')
+        assert.equal(j.status, 'completed', job.kind);
     }
     await sleep(0);
   });

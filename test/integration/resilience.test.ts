@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { describe, test } from 'node:test';
-import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
+import { startDemoUpstream } from '../../src/demo/demo-upstream.ts';
 import {
   problemOf,
   sleep,
