@@ -5,9 +5,6 @@
  * and examples/sluice.yaml embedded verbatim. The `description` of each schema field is its
  * documentation: to change a row, change the schema, then run `npm run docs`.
  *
- * The Markdown is passed through the project's own Biome formatter (tables aligned and so on), so that
- * `biome check .` (part of `npm test`) accepts the generated file as it is.
- *
  * With --check, writes nothing and exits 1 when docs/config.md is stale.
  */
 import { spawnSync } from 'node:child_process';
@@ -340,22 +337,7 @@ function render(): string {
   return sections.join('\n').replace(/\n{3,}/g, '\n\n');
 }
 
-/** Formats Markdown exactly as `biome check --write` would (same binary, same biome.json). */
-function biomeFormat(markdown: string): string {
-  const biome = createRequire(import.meta.url).resolve('@biomejs/biome/bin/biome');
-  const r = spawnSync(process.execPath, [biome, 'format', '--stdin-file-path=docs/config.md'], {
-    input: markdown,
-    encoding: 'utf8',
-    cwd: new URL('..', import.meta.url),
-  });
-  if (r.status !== 0) {
-    console.error(`biome format failed: ${r.stderr || r.error?.message}`);
-    process.exit(2);
-  }
-  return r.stdout;
-}
-
-const text = biomeFormat(render());
+const text = `${render().trimEnd()}\n`;
 if (process.argv.includes('--check')) {
   let current = '';
   try {

@@ -69,5 +69,6 @@ export async function run(argv: string[]): Promise<number> {
         : '') +
       `\n\n${timeoutTable(config)}\n\n`,
   );
-  return runUntilSignal(sluice, logger);
+  // Idle keep-alive sockets must not keep a stopped gateway alive for seconds.
+  process.exit(await runUntilSignal(sluice, logger));
 }

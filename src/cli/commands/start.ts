@@ -53,11 +53,12 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(
       `demo upstream on ${demo.url}. Try:\n` +
         `  curl -i ${base}/fast\n` +
-        `  curl -i ${base}/slow?ms=2000\n` +
-        `  curl -i ${base}/slow?ms=40000      # longer than the 29s budget: 504 naming the phase\n` +
-        `  curl -i ${base}/hang               # never answers: ttfb/total timeout\n` +
-        `  curl -i ${base}/stall?after=100    # headers, then silence: read timeout, cut body\n` +
-        `  curl -i ${base}/timing             # upstream Server-Timing\n\n`,
+        `  curl -i '${base}/slow?ms=2000'         # slow but in time: a plain 200\n` +
+        `  curl -i '${base}/slow?ms=20000'        # no answer within 5s: 202 + a job; poll its Location\n` +
+        `  curl -i ${base}/hang                    # never answers: 504 naming the phase after 29s\n` +
+        `  curl -i '${base}/stall?after=100'      # headers, then silence: the body is cut, never "complete"\n` +
+        `  curl -i ${base}/timing                  # the upstream's Server-Timing, plus the gateway's\n` +
+        `  curl -s http://127.0.0.1:8081/metrics   # Prometheus metrics (headroom, timeouts by phase)\n\n`,
     );
   }
   const code = await runUntilSignal(sluice, logger, () => {
@@ -74,7 +75,8 @@ export async function run(argv: string[]): Promise<number> {
     }
   });
   await demo?.close();
-  return code;
+  // Idle keep-alive sockets and unref'd timers must not keep a stopped gateway alive for seconds.
+  process.exit(code);
 }
 
 /** The timeout-chain lint of `sluice check`, as log lines (the gateway starts anyway). */
