@@ -103,7 +103,7 @@ async function serve(): Promise<void> {
         for (;;) {
           const c = await store.counts();
           if (c.queued + c.running === 0) break;
-          await new Promise((r) => setTimeout(r, 20));
+          await new Promise((r) => setTimeout(r, 250));
         }
         const s = (performance.now() - t0) / 1000;
         await worker.stop(1_000);
