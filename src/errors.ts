@@ -177,6 +177,7 @@ export type ProxyErrorToken =
   | 'connection_terminated'
   | 'dns_error'
   | 'dns_timeout'
+  | 'http_response_body_size'
   | 'destination_unavailable'
   | 'connection_limit_reached'
   | 'http_protocol_error'

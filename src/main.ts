@@ -5,6 +5,7 @@
 
 import { AdminServer } from './admin/admin-server.ts';
 import type { EffectiveConfig } from './config/resolve.ts';
+import type { JobStore } from './jobs/job-store.ts';
 import { type AccessLog, createAccessLog } from './observability/access-log.ts';
 import { type Logger, silentLogger } from './observability/logger.ts';
 import {
@@ -20,6 +21,8 @@ export interface SluiceOptions {
   logger?: Logger;
   /** Start the admin listener (default true). */
   admin?: boolean;
+  /** Use this job store instead of opening `config.store` (tests). */
+  jobStore?: JobStore;
 }
 
 export interface Sluice {
@@ -46,7 +49,12 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       },
     },
   });
-  const gateway = new Gateway(config, { accessLog, logger, onRequest: observability.onRequest });
+  const gateway = new Gateway(config, {
+    accessLog,
+    logger,
+    onRequest: observability.onRequest,
+    jobStore: options.jobStore,
+  });
   inflight.gateway = gateway;
   let draining = false;
   const admin =
@@ -70,6 +78,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   }
   observability.start();
   observability.setProviders({
+    jobs: gateway.jobs ? () => (gateway.jobs as NonNullable<typeof gateway.jobs>).counts() : undefined,
     circuits: () => {
       const out: Record<string, CircuitState> = {};
       for (const [name, u] of gateway.runtime.upstreams) {

@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { loadConfigText } from '../src/config/load.ts';
+import type { JobStore } from '../src/jobs/job-store.ts';
 import { type Sluice, startSluice } from '../src/main.ts';
 import { type AccessLogEntry, MemoryAccessLog } from '../src/observability/access-log.ts';
 
@@ -20,11 +21,18 @@ export interface TestGateway {
 }
 
 /** Starts Sluice from YAML text; `listen`/`admin` default to port 0 on loopback, access log in memory. */
-export async function startTestGateway(yaml: string, opts: { admin?: boolean } = {}): Promise<TestGateway> {
+export async function startTestGateway(
+  yaml: string,
+  opts: { admin?: boolean; jobStore?: JobStore } = {},
+): Promise<TestGateway> {
   const head = `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\nshutdown_timeout: 2s\n`;
   const config = loadConfigText(head + yaml, 'test.yaml');
   const log = new MemoryAccessLog();
-  const sluice = await startSluice(config, { accessLog: log, admin: opts.admin ?? false });
+  const sluice = await startSluice(config, {
+    accessLog: log,
+    admin: opts.admin ?? false,
+    jobStore: opts.jobStore,
+  });
   return {
     sluice,
     port: sluice.port,

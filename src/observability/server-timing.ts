@@ -24,5 +24,6 @@ export function parseServerTiming(header: string): Record<string, number> | unde
 
 /** The gateway's own entries: time spent in Sluice and time waiting on the upstream, in ms. */
 export function gatewayTiming(gatewayMs: number, upstreamMs: number): string {
-  return `sluice;desc="gateway";dur=${gatewayMs.toFixed(1)}, upstream;desc="upstream";dur=${upstreamMs.toFixed(1)}`;
+  // Math.round to 0.1 ms is several times cheaper than toFixed on the hot path.
+  return `sluice;desc="gateway";dur=${Math.round(gatewayMs * 10) / 10}, upstream;desc="upstream";dur=${Math.round(upstreamMs * 10) / 10}`;
 }

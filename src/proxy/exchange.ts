@@ -57,6 +57,18 @@ const TOO_LATE = 3; // answered synchronously after all (headers came first, or 
 
 const now = performance.now.bind(performance);
 
+let lastIsoMs = 0;
+let lastIso = '';
+/** `new Date().toISOString()`, computed at most once per millisecond. */
+export function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastIsoMs) {
+    lastIsoMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
 /** An error used to abort the upstream request when the client went away or a try is abandoned. */
@@ -327,7 +339,6 @@ export class Exchange {
       if (left <= 0) return this.#timeout('total');
       headers.push('x-timeout-ms', String(Math.min(left, this.#tryDeadline - t)));
     }
-    const to = this.rt.timeouts;
     target.inflight++;
     const attempt = new Attempt(this);
     this.#attempt = attempt;
@@ -339,9 +350,10 @@ export class Exchange {
         method: this.method,
         headers,
         body: this.#hasBody ? this.req : null,
-        // Backstops only: the gateway's own timers fire first.
-        headersTimeout: to.ttfb > 0 ? to.ttfb + 2_000 : 0,
-        bodyTimeout: to.read > 0 ? to.read + 2_000 : 0,
+        // The gateway's own timer enforces every phase (undici's own are coarse and would cost a
+        // timer per request); the pool keeps its connect backstop.
+        headersTimeout: 0,
+        bodyTimeout: 0,
       },
       // undici's typings give onBodySent(size, total); at runtime it passes the chunk itself.
       attempt as unknown as Dispatcher.DispatchHandler,
@@ -726,12 +738,22 @@ export class Exchange {
           this.totalDeadline = this.startedAt + cfg.timeout;
         },
         (err: Error) => {
-          // No job, no 202: the request simply goes on synchronously.
+          // SPEC §5: a job that cannot be stored is never acknowledged; the client gets 503 with
+          // Retry-After (unless the upstream answered meanwhile). Routes without async are unaffected.
           this.#offload = TOO_LATE;
           jobs.logger.warn(
             { route: this.rt.name, request_id: this.requestId, error: err.message },
-            'job store unavailable: answering synchronously',
+            'job store unavailable: request refused with 503',
           );
+          if (this.state !== DONE && this.state !== READING) {
+            this.#fail(
+              new GatewayError('store-unavailable', {
+                detail: `the job store cannot take a job for route '${this.rt.name}' now`,
+                route: this.rt.name,
+                retryAfter: 5,
+              }),
+            );
+          }
         },
       );
   }
@@ -873,7 +895,7 @@ export class Exchange {
     const t = now();
     const r = (x: number) => Math.round(x * 100) / 100;
     this.host.log({
-      time: new Date().toISOString(),
+      time: isoNow(),
       request_id: this.requestId,
       method: this.method,
       path: this.logPath,

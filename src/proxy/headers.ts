@@ -27,6 +27,9 @@ export const VIA = '1.1 sluice';
 /** Header names listed in a Connection header value, other than the standard options. */
 export function connectionNamed(value: string | undefined): Set<string> | undefined {
   if (!value) return undefined;
+  // Nearly every message says just one of these: no need to split.
+  const v = value.length <= 10 ? value.toLowerCase() : '';
+  if (v === 'keep-alive' || v === 'close') return undefined;
   let out: Set<string> | undefined;
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase();

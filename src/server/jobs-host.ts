@@ -84,6 +84,11 @@ export class JobsHost {
     return this.#prefix;
   }
 
+  /** Job counts by status, refreshed every few seconds (for `sluice_jobs{status}`). */
+  counts(): Readonly<Record<string, number>> {
+    return this.#janitor.counts;
+  }
+
   /** Recovers what a crash left (this process owns the SQLite store), then starts the workers. */
   async start(): Promise<void> {
     const report = await this.store.recoverInterrupted({ exclusive: true });

@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
+import { JobStoreError } from '../../src/jobs/job-store.ts';
+import { SqliteJobStore } from '../../src/jobs/sqlite-job-store.ts';
 import {
   problemOf,
   sleep,
@@ -287,5 +289,39 @@ routes:
         assert.equal(j.status, 'completed', job.kind);
     }
     await sleep(0);
+  });
+});
+
+describe('store unavailable', () => {
+  test('a job that cannot be stored is never acknowledged: 503 with Retry-After; plain routes keep working', async (t) => {
+    const demo = await startDemoUpstream({ port: 0 });
+    const store = new SqliteJobStore(':memory:');
+    // The store refuses every new job, as a full disk or a locked database would.
+    store.create = () => Promise.reject(new JobStoreError('disk full'));
+    const gw = await startTestGateway(
+      `
+upstreams:
+  demo: { targets: ["${demo.url}"] }
+routes:
+  - { name: queue, match: { path: /q }, upstream: demo, strip_prefix: true, async: { mode: queue } }
+  - { name: auto, match: { path: /a }, upstream: demo, strip_prefix: true, async: { mode: auto, after: 100ms } }
+  - { name: plain, match: { path: / }, upstream: demo }
+`,
+      { jobStore: store },
+    );
+    t.after(async () => {
+      await gw.close();
+      await demo.close();
+    });
+    for (const path of ['/a/slow?ms=1000', '/q/echo']) {
+      const res = await fetch(gw.url(path), {
+        method: path.startsWith('/q') ? 'POST' : 'GET',
+        body: path.startsWith('/q') ? 'x' : undefined,
+      });
+      assert.equal(res.status, 503, path);
+      assert.ok(Number(res.headers.get('retry-after')) >= 1);
+      assert.equal((await problemOf(res)).type, 'https://sluice.dev/problems/store-unavailable');
+    }
+    assert.equal((await fetch(gw.url('/fast'))).status, 200);
   });
 });
