@@ -52,7 +52,8 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   const gateway = new Gateway(config, {
     accessLog,
     logger,
-    onRequest: observability.onRequest,
+    // SLUICE_METRICS=off skips per-request metric recording (to measure its cost; docs/metrics.md).
+    onRequest: process.env.SLUICE_METRICS === 'off' ? undefined : observability.onRequest,
     jobStore: options.jobStore,
   });
   inflight.gateway = gateway;
