@@ -5,23 +5,12 @@
  */
 import { type Dispatcher, request } from 'undici';
 import { fromUpstreamFailure, upstreamTimeout } from '../errors.ts';
-import { connectionNamed } from '../proxy/headers.ts';
+import { connectionNamed, HOP_BY_HOP as PROXY_HOP_BY_HOP } from '../proxy/headers.ts';
 import { jobErrorFrom } from './job-view.ts';
 import type { DeliverFn } from './queue-worker.ts';
 
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'host',
-  'content-length',
-]);
+/** Not sent again from a stored request: hop-by-hop, plus what undici sets itself. */
+const HOP_BY_HOP = new Set([...PROXY_HOP_BY_HOP, 'host', 'content-length']);
 
 export interface HttpDeliverOptions {
   /** e.g. `http://127.0.0.1:9000` (a base path is prepended to the stored path). */

@@ -19,6 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { parseDuration } from '../config/units.ts';
 import { GatewayError, sendProblem } from '../errors.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
+import { HOP_BY_HOP } from '../proxy/headers.ts';
 import { isValidRequestId, newRequestId } from '../server/request-id.ts';
 import { isJobId, ownerHash, ownerMatches } from './ids.ts';
 import { isFinal, isStoreUnavailable, type JobRecord, type JobStore } from './job-store.ts';
@@ -42,18 +43,7 @@ export interface JobResourceOptions {
 }
 
 /** Never replayed from a stored result (hop-by-hop, RFC 9110 §7.6.1) or recomputed on replay. */
-const REPLAY_DROP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'content-length',
-]);
+const REPLAY_DROP = new Set([...HOP_BY_HOP, 'content-length']);
 
 const perf = performance.now.bind(performance);
 

@@ -6,7 +6,7 @@
  */
 
 /** Never forwarded in either direction (RFC 9110 §7.6.1, plus legacy ones). */
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',

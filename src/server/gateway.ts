@@ -27,7 +27,7 @@ import { newJobId, ownerHash } from '../jobs/ids.ts';
 import { isStoreUnavailable, type JobStore } from '../jobs/job-store.ts';
 import { type AccessLog, type AccessLogEntry, nullAccessLog } from '../observability/access-log.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
-import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
+import { Exchange, type ExchangeHost, isoNow } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
 import { parseTarget } from '../routing/normalize.ts';
@@ -67,7 +67,7 @@ function buildTrusted(cidrs: readonly string[]): BlockList | undefined {
 
 /** The access-log line of a request the gateway answered itself (no upstream exchange). */
 function simpleEntry(
-  req: IncomingMessage,
+  req: IncomingMessage | undefined,
   requestId: string,
   startedAt: number,
   logPath: string,
@@ -78,9 +78,9 @@ function simpleEntry(
   bytesIn: number,
 ): AccessLogEntry {
   return {
-    time: new Date().toISOString(),
+    time: isoNow(),
     request_id: requestId,
-    method: req.method ?? '',
+    method: req?.method ?? '',
     path: logPath,
     route: rt?.name ?? null,
     upstream: rt?.upstream.name ?? null,
@@ -89,7 +89,7 @@ function simpleEntry(
     outcome,
     phase: null,
     error,
-    client: req.socket?.remoteAddress,
+    client: req?.socket?.remoteAddress,
     bytes_in: bytesIn,
     bytes_out: 0,
     attempts: 0,
@@ -528,30 +528,18 @@ export class Gateway implements ExchangeHost {
         `connection: close\r\n\r\n${body}`,
     );
     setTimeout(() => socket.destroy(), 1_000).unref();
-    const entry: AccessLogEntry = {
-      time: new Date().toISOString(),
-      request_id: requestId,
-      method: '',
-      path: '',
-      route: null,
-      upstream: null,
-      target: null,
-      status: gerr.status,
-      outcome: 'rejected',
-      phase: null,
-      error: gerr.code,
-      client: socket.remoteAddress,
-      bytes_in: 0,
-      bytes_out: 0,
-      attempts: 0,
-      retries: 0,
-      dns: null,
-      connect: null,
-      tls: null,
-      ttfb: null,
-      total: 0,
-      budget_ms: 0,
-    };
+    const entry = simpleEntry(
+      undefined,
+      requestId,
+      performance.now(),
+      '',
+      undefined,
+      gerr.status,
+      'rejected',
+      gerr.code,
+      0,
+    );
+    entry.client = socket.remoteAddress;
     this.accessLog.write(entry);
     this.#onRequest?.(entry);
   }
