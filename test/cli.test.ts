@@ -334,6 +334,7 @@ describe('check', { concurrency: 3 }, () => {
       'read',
       'total',
       'max_body',
+      'async',
     ]);
     const row = (name: string) => rows.find((x) => x[0] === name);
     // route > upstream (connect: 2s) > defaults
@@ -347,9 +348,10 @@ describe('check', { concurrency: 3 }, () => {
       '1m',
       '1m',
       '10MB',
+      'auto after 5s',
     ]);
-    assert.deepEqual(row('stream'), ['stream', '/drip', 'demo', '2s', '30s', '30s', '5s', 'off', '10MB']);
-    assert.deepEqual(row('demo'), ['demo', '/', 'demo', '2s', '30s', '30s', '1m', '29s', '10MB']);
+    assert.deepEqual(row('stream'), ['stream', '/drip', 'demo', '2s', '30s', '30s', '5s', 'off', '10MB', 'off']);
+    assert.deepEqual(row('demo'), ['demo', '/', 'demo', '2s', '30s', '30s', '1m', '29s', '10MB', 'off']);
   });
 
   test('a misspelt key: exit 1 with file, line, key and the hint', async (t) => {

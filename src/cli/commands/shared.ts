@@ -6,7 +6,9 @@ import type { Logger } from '../../observability/logger.ts';
 
 /** The effective timeouts of every route, as a table (printed by `check` and `start`). */
 export function timeoutTable(config: EffectiveConfig): string {
-  const rows = [['route', 'match', 'upstream', 'connect', 'send', 'ttfb', 'read', 'total', 'max_body']];
+  const rows = [
+    ['route', 'match', 'upstream', 'connect', 'send', 'ttfb', 'read', 'total', 'max_body', 'async'],
+  ];
   for (const r of config.routes) {
     const t = r.timeouts;
     const match = [r.match.methods?.join(',') ?? '', r.match.host ?? '', `${r.match.path || '/'}`]
@@ -18,6 +20,9 @@ export function timeoutTable(config: EffectiveConfig): string {
       r.upstream,
       ...[t.connect, t.send, t.ttfb, t.read, t.total].map((ms) => (ms === 0 ? 'off' : formatDuration(ms))),
       formatSize(r.maxBody),
+      r.async
+        ? `${r.async.mode}${r.async.mode === 'queue' ? '' : ` after ${formatDuration(r.async.after)}`}`
+        : 'off',
     ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
