@@ -657,3 +657,206 @@ export function listFlag<T extends string>(
   }
   return items as T[];
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Added for failover.ts, async.ts and observability.ts
+
+/** A sluice process started by `startSluiceWith`. */
+export interface SluiceProc {
+  url: string;
+  adminUrl: string;
+  proc: Proc;
+  /** Its own directory in the temp dir (config, logs). */
+  dir: string;
+  /** Its stdout + stderr: the operational log (pino JSON lines), and the access log if `stdout`. */
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `sluice start -c <yaml>` pinned to the proxy core with a config written by `yaml(port, adminPort,
+ * dir)` and extra environment variables, and waits until `GET readyPath` through it answers 200.
+ * Throws (after stopping it, with the tail of its log) if it cannot start.
+ */
+export async function startSluiceWith(
+  tmp: string,
+  name: string,
+  yaml: (port: number, adminPort: number, dir: string) => string,
+  opts: { env?: Record<string, string>; readyPath?: string; core?: number } = {},
+): Promise<SluiceProc> {
+  if (!existsSync(SLUICE_MAIN)) throw new Error(`${path.relative(ROOT, SLUICE_MAIN)} does not exist yet`);
+  const dir = path.join(tmp, name);
+  mkdirSync(dir, { recursive: true });
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const file = path.join(dir, 'sluice.yaml');
+  writeFileSync(file, yaml(port, adminPort, dir));
+  const logFile = path.join(dir, 'out.log');
+  const proc = spawnPinned(name, opts.core ?? PROXY_CORE, NODE, [SLUICE_MAIN, 'start', '-c', file], {
+    logFile,
+    env: { ...process.env, ...opts.env },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitReady(`${url}${opts.readyPath ?? '/'}`, proc);
+  } catch (err) {
+    await proc.stop();
+    const tail = proc.logTail(600);
+    throw new Error(
+      `${name}: ${(err as Error).message}${tail ? `\n    log: ${tail.replaceAll('\n', '\n         ')}` : ''}`,
+    );
+  }
+  return { url, adminUrl: `http://127.0.0.1:${adminPort}`, proc, dir, logFile, stop: () => proc.stop() };
+}
+
+/** What `fixedRateLoad` needs of an undici Pool (or Client, Agent…). */
+export interface RequestDispatcher {
+  request(opts: {
+    path: string;
+    method: 'GET';
+    headers?: Record<string, string>;
+    headersTimeout?: number;
+    bodyTimeout?: number;
+  }): Promise<{ statusCode: number; body: { dump(opts?: { limit?: number }): Promise<void> } }>;
+}
+
+export interface FixedRateLoad {
+  /** `performance.now()` at which request 0 was scheduled. */
+  t0: number;
+  sent: number;
+  /** Per request, in issue order: when it was issued, ms after t0. */
+  issuedMs: Float64Array;
+  /** Per request: from issue to the end of the response (or the error), µs. */
+  latUs: Float64Array;
+  /** Per request: how late it was issued against its schedule, µs. */
+  lagUs: Float64Array;
+  /** Per request: the HTTP status, 0 for a socket error or client timeout. */
+  status: Uint16Array;
+  achievedRate: number;
+}
+
+/**
+ * Open-loop fixed-rate GETs (the generator of added-latency.ts, with per-request results): `rate` requests/s
+ * for `seconds`, issued on schedule whatever the server does, through `dispatcher` (a Pool bounds the
+ * connections; time queued for one counts as latency). `startAt` (a `performance.now()` time, default
+ * now + 5 ms) lets the caller schedule other actions against the same clock. Each request's body is read
+ * and dropped; `timeoutMs` (default 10 s) bounds headers and body, a request over it counts as status 0.
+ */
+export async function fixedRateLoad(
+  dispatcher: RequestDispatcher,
+  opts: {
+    path: string;
+    rate: number;
+    seconds: number;
+    startAt?: number;
+    timeoutMs?: number;
+    headers?: Record<string, string>;
+  },
+): Promise<FixedRateLoad> {
+  const total = Math.round(opts.rate * opts.seconds);
+  const every = 1000 / opts.rate;
+  const timeout = opts.timeoutMs ?? 10_000;
+  const issued = new Float64Array(total);
+  const lat = new Float64Array(total);
+  const lag = new Float64Array(total);
+  const status = new Uint16Array(total);
+  const t0 = opts.startAt ?? performance.now() + 5;
+  let finished = 0;
+  let lastDone = t0;
+  if (total > 0)
+    await new Promise<void>((resolve) => {
+      let i = 0;
+      const fire = (k: number, scheduled: number) => {
+        const at = performance.now();
+        issued[k] = at - t0;
+        lag[k] = (at - scheduled) * 1000;
+        dispatcher
+          .request({
+            path: opts.path,
+            method: 'GET',
+            headers: opts.headers,
+            headersTimeout: timeout,
+            bodyTimeout: timeout,
+          })
+          .then(async (res) => {
+            await res.body.dump({ limit: 1 << 20 });
+            status[k] = res.statusCode;
+          })
+          .catch(() => {
+            status[k] = 0;
+          })
+          .finally(() => {
+            lastDone = performance.now();
+            lat[k] = (lastDone - at) * 1000;
+            if (++finished === total) resolve();
+          });
+      };
+      const tick = () => {
+        const now = performance.now();
+        while (i < total && t0 + i * every <= now) fire(i, t0 + i++ * every);
+        if (i < total) setTimeout(tick, 1);
+      };
+      setTimeout(tick, Math.max(0, t0 - performance.now()));
+    });
+  return {
+    t0,
+    sent: total,
+    issuedMs: issued,
+    latUs: lat,
+    lagUs: lag,
+    status,
+    achievedRate: total / ((lastDone - t0) / 1000),
+  };
+}
+
+/** Ascending copy of a typed array (for `percentile`). */
+export function sortedCopy(xs: Float64Array | number[]): Float64Array {
+  return Float64Array.from(xs).sort();
+}
+
+/**
+ * Node's `--inspect` flag for a child (through `NODE_OPTIONS`), so `inspectorGcAndMemory` can force a full
+ * GC in it: Node's RSS otherwise carries garbage not yet collected, which blurs per-item memory figures.
+ */
+export const inspectEnv = (port: number) => ({ NODE_OPTIONS: `--inspect=127.0.0.1:${port}` });
+
+/**
+ * Through the inspector of a Node process started with `inspectEnv(port)`: runs two full GCs, then returns
+ * its `process.memoryUsage()` (bytes: rss, heapTotal, heapUsed, external, arrayBuffers).
+ */
+export async function inspectorGcAndMemory(port: number): Promise<Record<string, number>> {
+  const list = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as {
+    webSocketDebuggerUrl: string;
+  }[];
+  const ws = new WebSocket(list[0].webSocketDebuggerUrl);
+  await new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error(`inspector on port ${port}: cannot connect`));
+  });
+  let id = 0;
+  const pending = new Map<number, (r: { result?: { result?: { value?: unknown } } }) => void>();
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(String(ev.data)) as { id?: number };
+    if (msg.id !== undefined) pending.get(msg.id)?.(msg as never);
+  };
+  const call = (method: string, params: Record<string, unknown> = {}) =>
+    new Promise<{ result?: { result?: { value?: unknown } } }>((resolve, reject) => {
+      const n = ++id;
+      const t = setTimeout(() => reject(new Error(`inspector ${method}: no answer`)), 30_000);
+      pending.set(n, (r) => {
+        clearTimeout(t);
+        resolve(r);
+      });
+      ws.send(JSON.stringify({ id: n, method, params }));
+    });
+  try {
+    await call('HeapProfiler.collectGarbage');
+    await call('HeapProfiler.collectGarbage');
+    const r = await call('Runtime.evaluate', {
+      expression: 'JSON.stringify(process.memoryUsage())',
+      returnByValue: true,
+    });
+    return JSON.parse(String(r.result?.result?.value)) as Record<string, number>;
+  } finally {
+    ws.close();
+  }
+}
