@@ -408,7 +408,7 @@ describe('running', { concurrency: true }, () => {
     const s = new Running(t, ['start', '-c', file]);
     await s.stderrMatch(/sluice listening on http:\/\/127\.0\.0\.1:(\d+)/);
     // The startup banner carries the effective timeouts of every route.
-    assert.match(s.stderr, /^main\s+\/\s+demo\s+2s\s+30s\s+30s\s+1m\s+2s\s+10MB$/m);
+    assert.match(s.stderr, /^main\s+\/\s+demo\s+2s\s+30s\s+30s\s+1m\s+2s\s+10MB\s+off$/m);
 
     const res = await get(`http://127.0.0.1:${port}/fast`);
     assert.equal(res.status, 200);
