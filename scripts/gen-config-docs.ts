@@ -1,15 +1,4 @@
-/**
- * Writes docs/config.md from the config schema (src/config/schema.ts, through its JSON Schema): one
- * section per top-level key, one table per object (key path | type | default | description), with
- * nested objects, maps (upstreams.<name>) and lists of objects (routes[], alerts.rules[]) expanded,
- * and examples/sluice.yaml embedded verbatim. The `description` of each schema field is its
- * documentation: to change a row, change the schema, then run `npm run docs`.
- *
- * With --check, writes nothing and exits 1 when docs/config.md is stale.
- */
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { ADDRESS_PATTERN, configJsonSchema } from '../src/config/schema.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../src/config/units.ts';
 

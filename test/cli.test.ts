@@ -350,7 +350,18 @@ describe('check', { concurrency: 3 }, () => {
       '10MB',
       'auto after 5s',
     ]);
-    assert.deepEqual(row('stream'), ['stream', '/drip', 'demo', '2s', '30s', '30s', '5s', 'off', '10MB', 'off']);
+    assert.deepEqual(row('stream'), [
+      'stream',
+      '/drip',
+      'demo',
+      '2s',
+      '30s',
+      '30s',
+      '5s',
+      'off',
+      '10MB',
+      'off',
+    ]);
     assert.deepEqual(row('demo'), ['demo', '/', 'demo', '2s', '30s', '30s', '1m', '29s', '10MB', 'off']);
   });
 
