@@ -113,7 +113,7 @@ test('unknown key with no close match lists the known keys', () => {
     top,
     1,
     'zzzzqqq',
-    /known keys: listen, admin, access_log, shutdown_timeout, client, defaults, store, jobs, alerts, upstreams, routes/,
+    /known keys: listen, admin, access_log, shutdown_timeout, client, defaults, workers, store, jobs, alerts, upstreams, routes/,
   );
 });
 
@@ -495,6 +495,7 @@ test('the JSON Schema forbids unknown keys and documents fields', () => {
     'shutdown_timeout',
     'store',
     'upstreams',
+    'workers',
   ]);
 });
 
@@ -513,4 +514,21 @@ test('examples/sluice.yaml loads, with the effective timeouts its comments promi
   assert.equal(by.stream.total, 0);
   assert.equal(by.demo.total, 29_000);
   assert.equal(c.shutdownTimeout, 10_000);
+});
+
+test('keys SPEC names for planned features say so instead of "unknown"', () => {
+  const base = `upstreams:\n  u: { targets: ["http://127.0.0.1:9000"] }\nroutes:\n  - name: r\n    upstream: u\n`;
+  assert.throws(
+    () => loadConfigText(`${base}    cache: { ttl: 30s }\n`, 'sluice.yaml', {}),
+    (err: ConfigError) =>
+      err.message ===
+      'sluice.yaml:6: routes[0].cache: the response cache (stale_if_error, coalescing) is not available in this version yet: remove "cache" (see the README\'s status list)',
+  );
+  assert.throws(
+    () => loadConfigText(`workers: auto\n${base}`, 'sluice.yaml', {}),
+    (err: ConfigError) =>
+      err.message ===
+      'sluice.yaml:1: workers: only 1 is available in this version (auto, one process per core, is planned)',
+  );
+  assert.equal(loadConfigText(`workers: 1\n${base}`, 'sluice.yaml', {}).routes.length, 1);
 });

@@ -45,6 +45,13 @@ function formatIssue(file: string, issue: ConfigIssue): string {
   return issue.path ? `${where}: ${issue.path}: ${issue.message}` : `${where}: ${issue.message}`;
 }
 
+/** Keys SPEC names for features that are planned but not built yet: a clearer error than "unknown". */
+const PLANNED: Record<string, string> = {
+  'routes.cache': 'the response cache (stale_if_error, coalescing)',
+  'upstreams.cache': 'the response cache (stale_if_error, coalescing)',
+  'routes.compression': 'response compression',
+};
+
 export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const p of path) {
@@ -207,6 +214,15 @@ function describeIssue(
   if (issue.code === 'unrecognized_keys') {
     const known = knownKeys(issue.path);
     return issue.keys.map((key) => {
+      const planned =
+        PLANNED[`${issue.path.length > 0 && typeof issue.path[0] === 'string' ? issue.path[0] : ''}.${key}`];
+      if (planned) {
+        return {
+          path: formatPath([...issue.path, key]),
+          line: lineOf(keyNodeAt(root, issue.path, key)),
+          message: `${planned} is not available in this version yet: remove "${key}" (see the README's status list)`,
+        };
+      }
       const hint = closest(key, known);
       return {
         path: formatPath([...issue.path, key]),
@@ -228,7 +244,7 @@ function describeIssue(
       message = `expected ${expected}, got ${describe(found)}`;
       if (typeof found === 'number') message += numberHint(issue.path, found);
     }
-  } else if (issue.code === 'invalid_value' && 'values' in issue) {
+  } else if (issue.code === 'invalid_value' && 'values' in issue && issue.message.startsWith('Invalid')) {
     message = `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
   }
   return [{ path: formatPath(issue.path), line, message }];

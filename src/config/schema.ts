@@ -289,6 +289,10 @@ export const configSchema = z.strictObject({
       ).optional(),
     })
     .prefault({}),
+  workers: z
+    .literal(1, { error: 'only 1 is available in this version (auto, one process per core, is planned)' })
+    .default(1)
+    .meta({ description: 'Processes serving the listener. Only 1 in this version; `auto` is planned.' }),
   store: z
     .string()
     .regex(/^(sqlite:.+|redis:\/\/.+)$/, 'expected sqlite:PATH or redis://host:port/db')
