@@ -63,11 +63,21 @@ export class BatchedLineWriter {
   readonly #timer: NodeJS.Timeout;
   /** Lines dropped because the backlog was full. */
   dropped = 0;
+  #reported = 0;
 
   constructor(fd: number, ownsFd: boolean) {
     this.#fd = fd;
     this.#ownsFd = ownsFd;
-    this.#timer = setInterval(() => this.#flushAsync(), 200);
+    this.#timer = setInterval(() => {
+      this.#flushAsync();
+      if (this.dropped > this.#reported) {
+        // Say so on the operational log (stderr), at most every 200 ms.
+        process.stderr.write(
+          `${JSON.stringify({ level: 40, time: new Date().toISOString(), dropped: this.dropped - this.#reported, msg: 'access log backlog full: lines dropped' })}\n`,
+        );
+        this.#reported = this.dropped;
+      }
+    }, 200);
     this.#timer.unref();
   }
 
