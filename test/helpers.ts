@@ -3,7 +3,7 @@
  * HTTP/1.1 exchanges, and a collecting access log. No fakes on the data path.
  */
 import { once } from 'node:events';
-import { createServer, type RequestListener, type Server } from 'node:http';
+import http, { createServer, type RequestListener, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { loadConfigText } from '../src/config/load.ts';
 import type { JobStore } from '../src/jobs/job-store.ts';
@@ -224,4 +224,39 @@ export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
       return code;
     },
   };
+}
+
+export interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  body: string;
+}
+
+/** One request on its own connection, with exactly the headers given (and the path as written). */
+export function send(
+  port: number,
+  path: string,
+  opts: { method?: string; headers?: http.OutgoingHttpHeaders | string[]; body?: string } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            rawHeaders: res.rawHeaders,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end(opts.body);
+  });
 }

@@ -5,49 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import http, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import type { OutgoingHttpHeaders } from 'node:http';
 import { createServer } from 'node:net';
 import { type TestContext, test } from 'node:test';
 import { startDemoUpstream } from '../../src/demo/demo-upstream.ts';
 import type { AccessLogEntry } from '../../src/observability/access-log.ts';
-import { rawRequest, startHttpServer, startTestGateway, type TestGateway } from '../helpers.ts';
+import { rawRequest, send, startHttpServer, startTestGateway, type TestGateway } from '../helpers.ts';
 
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
-
-interface Reply {
-  status: number;
-  headers: IncomingHttpHeaders;
-  rawHeaders: string[];
-  body: string;
-}
-
-/** One request on its own connection, with exactly the headers given (and the path as written). */
-function send(
-  port: number,
-  path: string,
-  opts: { method?: string; headers?: OutgoingHttpHeaders | string[]; body?: string } = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            rawHeaders: res.rawHeaders,
-            body: Buffer.concat(chunks).toString(),
-          }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(opts.body);
-  });
-}
 
 interface Echo {
   method: string;

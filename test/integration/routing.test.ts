@@ -4,43 +4,17 @@
  * no encoding trick escapes a route's prefix.
  */
 import assert from 'node:assert/strict';
-import http, { type OutgoingHttpHeaders } from 'node:http';
+import type { OutgoingHttpHeaders } from 'node:http';
 import { type TestContext, test } from 'node:test';
 import type { AccessLogEntry } from '../../src/observability/access-log.ts';
-import { rawRequest, startHttpServer, startTestGateway, type TestGateway } from '../helpers.ts';
-
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
-/** One request on its own connection; the path goes on the wire exactly as written. */
-function send(
-  port: number,
-  path: string,
-  opts: { method?: string; headers?: OutgoingHttpHeaders } = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: Buffer.concat(chunks).toString(),
-          }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
-}
+import {
+  type Reply,
+  rawRequest,
+  send,
+  startHttpServer,
+  startTestGateway,
+  type TestGateway,
+} from '../helpers.ts';
 
 async function entryOf(gw: TestGateway, id: string): Promise<AccessLogEntry> {
   let timer: NodeJS.Timeout | undefined;
