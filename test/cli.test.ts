@@ -602,6 +602,42 @@ describe('running', { concurrency: true }, () => {
     assert.deepEqual(await s.exited, { code: 0, signal: null });
   });
 
+  test('proxy --async-after: a slow request becomes a job (202), polled to completion', async (t) => {
+    const demo = await demoUpstream(t);
+    const port = await freePort();
+    const store = `sqlite:${join(tempDir(t), 'jobs.db')}`;
+    const s = new Running(t, [
+      'proxy',
+      '--to',
+      demo.url,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--async-after',
+      '300ms',
+      '--store',
+      store,
+    ]);
+    await s.stderrMatch(/sluice proxy: http:\/\/127\.0\.0\.1:\d+ → /);
+    const accepted = await get(`http://127.0.0.1:${port}/slow?ms=1000`);
+    assert.equal(accepted.status, 202);
+    const job = JSON.parse(accepted.body) as { poll_url: string };
+    assert.equal(accepted.headers.location, job.poll_url);
+    const done = await get(`http://127.0.0.1:${port}${job.poll_url}?wait=5s`, 10_000);
+    assert.equal(JSON.parse(done.body).status, 'completed');
+    const result = await get(`http://127.0.0.1:${port}${job.poll_url}/result`);
+    assert.equal(result.status, 200);
+    assert.deepEqual(JSON.parse(result.body), { slept_ms: 1000 });
+    s.signal('SIGTERM');
+    assert.deepEqual(await s.exited, { code: 0, signal: null });
+  });
+
+  test('proxy --async-after not below --timeout: refused in one line (the 504 would come first)', async () => {
+    assertOneLineError(
+      await sluice(['proxy', '--to', 'http://127.0.0.1:1', '--timeout', '5s', '--async-after', '5s']),
+      /^sluice: proxy: .*after/,
+    );
+  });
+
   test('a second SIGTERM during the drain exits at once with 1', async (t) => {
     const demo = await demoUpstream(t);
     const port = await freePort();

@@ -1,3 +1,4 @@
+import { lintTimeouts } from '../../config/lint.ts';
 import { ConfigError, formatPath } from '../../config/load.ts';
 import { resolveConfig } from '../../config/resolve.ts';
 import { configSchema } from '../../config/schema.ts';
@@ -6,15 +7,19 @@ import { createLogger } from '../../observability/logger.ts';
 import { parseFlags, UsageError } from '../args.ts';
 import { hostPort, runUntilSignal, timeoutTable } from './shared.ts';
 
-const HELP = `Usage: sluice proxy --to URL [--listen :8080] [--timeout 29s] [--admin ADDR]
+const HELP = `Usage: sluice proxy --to URL [--listen :8080] [--timeout 29s] [--async-after 5s] [--admin ADDR]
 
 A gateway with one catch-all route in front of URL, no config file needed. Every phase timeout
-keeps its default; --timeout sets the total budget. No admin listener unless --admin is given.
+keeps its default; --timeout sets the total budget. With --async-after, a request that has no
+response headers by then gets 202 and a job to poll (/_sluice/jobs/…) while the call goes on
+(jobs are kept in ./.sluice/sluice.db). No admin listener unless --admin is given.
 
 Options:
   --to URL               upstream base URL (required), e.g. http://127.0.0.1:3000
   --listen ADDR          public listener (default :8080)
   --timeout DURATION     total budget per request (default 29s)
+  --async-after DURATION answer 202 + a job when the upstream is slower than this (e.g. 5s)
+  --store URL            where jobs live (default sqlite:./.sluice/sluice.db)
   --admin ADDR           also serve health and metrics on ADDR (e.g. 127.0.0.1:8081)
   --access-log DEST      stdout (default), stderr, off or a file
   -h, --help             this help`;
@@ -25,6 +30,8 @@ export async function run(argv: string[]): Promise<number> {
     listen: { type: 'string', default: ':8080' },
     timeout: { type: 'string', default: '29s' },
     admin: { type: 'string' },
+    'async-after': { type: 'string' },
+    store: { type: 'string' },
     'access-log': { type: 'string', default: 'stdout' },
   });
   if (values.help) {
@@ -37,15 +44,23 @@ export async function run(argv: string[]): Promise<number> {
     'routes.0.timeouts.total': '--timeout',
     'upstreams.upstream.targets.0': '--to',
     'admin.listen': '--admin',
+    'routes.0.async.after': '--async-after',
+    store: '--store',
   };
+  const route: Record<string, unknown> = {
+    name: 'default',
+    match: { path: '/' },
+    upstream: 'upstream',
+    timeouts: { total: values.timeout },
+  };
+  if (values['async-after'] !== undefined) route.async = { mode: 'auto', after: values['async-after'] };
   const raw = {
     listen: values.listen,
     admin: { listen: values.admin ?? '127.0.0.1:0' },
     access_log: values['access-log'],
+    ...(values.store === undefined ? {} : { store: values.store }),
     upstreams: { upstream: { targets: [values.to] } },
-    routes: [
-      { name: 'default', match: { path: '/' }, upstream: 'upstream', timeouts: { total: values.timeout } },
-    ],
+    routes: [route],
   };
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
@@ -60,6 +75,8 @@ export async function run(argv: string[]): Promise<number> {
     if (err instanceof ConfigError) throw new UsageError(`proxy: ${err.issues[0].message}`);
     throw err;
   }
+  const errors = lintTimeouts(config).filter((f) => f.level === 'error');
+  if (errors.length > 0) throw new UsageError(`proxy: ${errors[0].message}`);
   const logger = createLogger();
   const sluice = await startSluice(config, { logger, admin: values.admin !== undefined });
   process.stderr.write(
