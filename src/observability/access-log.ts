@@ -26,6 +26,8 @@ export interface AccessLogEntry {
   retries: number;
   /** Why each earlier try ended (`connect`, `reset`, `ttfb-timeout`, `503`, `stale-connection`), when retried. */
   tries?: string[];
+  /** The target of each earlier try (same order as `tries`), when retried. */
+  tried_targets?: string[];
   /** Milliseconds; null when the phase did not happen (e.g. connect on a reused connection is 0). */
   dns: number | null;
   connect: number | null;

@@ -168,6 +168,8 @@ export class Exchange {
   upstreamTiming: string | undefined = undefined;
   /** Why each try ended, for the log (`connect`, `reset`, `ttfb`, `503`…); only kept when > 1 try. */
   tries: string[] | undefined = undefined;
+  /** The target of each earlier try, in the same order as `tries`. */
+  triedTargets: string[] | undefined = undefined;
 
   #path = '';
   #headers: string[] = [];
@@ -550,6 +552,7 @@ export class Exchange {
   /** Abandons the current try and starts another after a jittered exponential backoff. */
   #retry(why: string, backoffMs?: number): void {
     (this.tries ??= []).push(why);
+    (this.triedTargets ??= []).push((this.target as Target).origin);
     this.#attempt?.abandon(new AbandonedError(`retrying after ${why}`));
     this.#attempt = null;
     if (this.target) this.target.inflight--;
@@ -912,6 +915,7 @@ export class Exchange {
       attempts: this.attempts,
       retries: Math.max(0, this.attempts - 1),
       tries: this.tries,
+      tried_targets: this.triedTargets,
       dns: null,
       connect: this.connectedAt > 0 ? r(this.connectedAt - this.dispatchedAt) : null,
       tls: null,

@@ -151,6 +151,8 @@ routes:
     const retried = gw.log.entries.filter((e) => e.retries > 0);
     assert.ok(retried.length >= 15);
     assert.deepEqual(retried[0].tries, ['reset']);
+    assert.deepEqual(retried[0].tried_targets, [bad.url]);
+    assert.equal(retried[0].target, good.url);
 
     const resetsBefore = resets;
     let failed = 0;
