@@ -13,14 +13,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import {
-  fromUpstreamFailure,
-  GatewayError,
-  isGatewayError,
-  type Outcome,
-  type Phase,
-  upstreamTimeout,
-} from '../errors.ts';
+import { fromUpstreamFailure, GatewayError, type Outcome, type Phase, upstreamTimeout } from '../errors.ts';
 import { acceptedResponse, isSafeToRepeat, type ResultSink, resultSink } from '../jobs/accept.ts';
 import { callbackUrlFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
@@ -445,7 +438,6 @@ export class Exchange {
       'server-timing',
       gatewayTiming(this.dispatchedAt - this.startedAt, t - this.dispatchedAt),
     );
-    this.rt.decorateResponse?.(this, headers);
     try {
       this.res.writeHead(statusCode, statusText || undefined, headers);
     } catch {
@@ -925,8 +917,4 @@ export class Exchange {
       upstream_timing: this.upstreamTiming === undefined ? undefined : parseServerTiming(this.upstreamTiming),
     });
   }
-}
-
-export function isClientGone(err: unknown): boolean {
-  return err instanceof AbandonedError || (isGatewayError(err) && err.outcome === 'client_aborted');
 }

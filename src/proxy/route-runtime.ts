@@ -6,7 +6,6 @@ import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolv
 import { buildRouteTable, type RouteMatcher } from '../routing/route-table.ts';
 import type { RetryBudget } from '../upstream/retry-budget.ts';
 import { Upstream, type UpstreamEvent } from '../upstream/upstream.ts';
-import type { Exchange } from './exchange.ts';
 
 export interface RouteRuntime {
   readonly name: string;
@@ -23,8 +22,6 @@ export interface RouteRuntime {
   readonly retryBudget: RetryBudget | undefined;
   /** Recent latency of the route (ms), refreshed every second by observability; 0 = unknown. */
   readonly recent: { p50: number };
-  /** Optional hook adding response headers (Server-Timing, cache status…). */
-  readonly decorateResponse: ((exchange: Exchange, headers: string[]) => void) | undefined;
 }
 
 export interface Runtime {
@@ -68,7 +65,6 @@ export function buildRuntime(
         ? (upstreams.get(route.upstream) as Upstream).retryBudgetFor(route.name, route.retry.budget)
         : undefined,
       recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0 },
-      decorateResponse: undefined,
     }),
   );
   return { config, routes, upstreams, table: buildRouteTable(routes) };
