@@ -17,6 +17,7 @@ import {
   BODIES,
   type BodyName,
   type Contender,
+  fixedRateLoad,
   fmtInt,
   fmtUs,
   httpGet,
@@ -32,6 +33,7 @@ import {
   pinSelf,
   raiseNofile,
   requireTools,
+  sortedCopy,
   startContender,
   startUpstreamNginx,
   wrk,
@@ -72,44 +74,17 @@ interface FixedRateResult {
 
 /** Sends `rate` GET/s for `seconds`, open loop, through a Pool of at most `connections` connections. */
 async function fixedRate(pool: Pool, reqPath: string, seconds: number): Promise<FixedRateResult> {
-  const total = Math.round(rate * seconds);
-  const every = 1000 / rate;
-  const lat = new Float64Array(total);
-  const lag = new Float64Array(total);
+  const r = await fixedRateLoad(pool, { path: reqPath, rate, seconds });
   let ok = 0;
-  let errors = 0;
-  let finished = 0;
-  let lastDone = 0;
-  const t0 = performance.now() + 5;
-  await new Promise<void>((resolve) => {
-    let i = 0;
-    const fire = (k: number, scheduled: number) => {
-      const at = performance.now();
-      lag[k] = (at - scheduled) * 1000;
-      pool
-        .request({ path: reqPath, method: 'GET' })
-        .then(async (res) => {
-          await res.body.dump({ limit: 1 << 20 });
-          if (res.statusCode === 200) ok++;
-          else errors++;
-        })
-        .catch(() => errors++)
-        .finally(() => {
-          lastDone = performance.now();
-          lat[k] = (lastDone - at) * 1000;
-          if (++finished === total) resolve();
-        });
-    };
-    const tick = () => {
-      const now = performance.now();
-      while (i < total && t0 + i * every <= now) fire(i, t0 + i++ * every);
-      if (i < total) setTimeout(tick, 1);
-    };
-    setTimeout(tick, 1);
-  });
-  lat.sort();
-  lag.sort();
-  return { sent: total, ok, errors, achievedRate: total / ((lastDone - t0) / 1000), latUs: lat, lagUs: lag };
+  for (const status of r.status) if (status === 200) ok++;
+  return {
+    sent: r.sent,
+    ok,
+    errors: r.sent - ok,
+    achievedRate: r.achievedRate,
+    latUs: sortedCopy(r.latUs),
+    lagUs: sortedCopy(r.lagUs),
+  };
 }
 
 requireTools(['nginx', 'wrk', 'taskset']);
