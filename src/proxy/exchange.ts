@@ -21,7 +21,7 @@ import { jobErrorFrom } from '../jobs/job-view.ts';
 import type { AccessLogEntry } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
 import type { JobsHost } from '../server/jobs-host.ts';
-import type { Admission, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
+import type { Admission, ConnectTimings, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
 
@@ -173,9 +173,8 @@ export class Exchange {
   #lastResult: RequestResult = 'none';
   #tryDeadline = Number.POSITIVE_INFINITY;
   #staleRetried = false;
-  /** True while inside pool.dispatch(): undici connects a request synchronously only on a reused socket. */
-  #dispatching = false;
   #reused = false;
+  #connectTimings: ConnectTimings | undefined = undefined;
   #resume: (() => void) | null = null;
   /** When an auto/prefer request becomes a job if no response headers came (Infinity: never). */
   #asyncAt = Number.POSITIVE_INFINITY;
@@ -338,7 +337,6 @@ export class Exchange {
     const attempt = new Attempt(this);
     this.#attempt = attempt;
     this.#arm();
-    this.#dispatching = true;
     target.pool.dispatch(
       {
         path: target.basePath + this.#path,
@@ -353,13 +351,17 @@ export class Exchange {
       // undici's typings give onBodySent(size, total); at runtime it passes the chunk itself.
       attempt as unknown as Dispatcher.DispatchHandler,
     );
-    this.#dispatching = false;
   }
 
   // ---- the current try's undici callbacks (through Attempt) ---------------------------------------
 
   onConnect(): void {
-    this.#reused = this.#dispatching;
+    // A new connection left its DNS/TCP/TLS timings on the target (see Target.lastConnect); the first
+    // request on it takes them. Finding none means the connection is a reused keep-alive one.
+    const target = this.target as Target;
+    this.#connectTimings = target.lastConnect;
+    target.lastConnect = undefined;
+    this.#reused = this.#connectTimings === undefined;
     const t = now();
     this.connectedAt = t;
     this.lastActivity = t;
@@ -908,9 +910,13 @@ export class Exchange {
       retries: Math.max(0, this.attempts - 1),
       tries: this.tries,
       tried_targets: this.triedTargets,
-      dns: null,
-      connect: this.connectedAt > 0 ? r(this.connectedAt - this.dispatchedAt) : null,
-      tls: null,
+      dns: this.#connectTimings?.dns == null ? null : r(this.#connectTimings.dns),
+      connect: this.#connectTimings
+        ? r(this.#connectTimings.tcp)
+        : this.connectedAt > 0
+          ? r(this.connectedAt - this.dispatchedAt)
+          : null,
+      tls: this.#connectTimings?.tls == null ? null : r(this.#connectTimings.tls),
       ttfb: this.headersAt > 0 ? r(this.headersAt - this.sentAt) : null,
       total: r(t - this.startedAt),
       budget_ms: this.budget,

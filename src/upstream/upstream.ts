@@ -19,7 +19,8 @@
  *
  * Each policy that the config leaves out is `undefined` here and costs one comparison on the hot path.
  */
-import { Pool } from 'undici';
+import type { Socket } from 'node:net';
+import { buildConnector, Pool } from 'undici';
 import { type Clock, systemClock } from '../clock.ts';
 import type { BalanceKind, EffectiveUpstream } from '../config/resolve.ts';
 import type { Balancer, RandomSource } from './balancers/balancer.ts';
@@ -53,6 +54,52 @@ export interface Target {
   healthy: boolean;
   /** True while passive outlier detection keeps it out. Written by Upstream only. */
   ejected: boolean;
+  /**
+   * Timings of the connection this target opened last. undici hands a new connection its first
+   * request before any other I/O callback runs, so that request's exchange reads its own timings here.
+   */
+  lastConnect: ConnectTimings | undefined;
+}
+
+/** Where the time of opening one connection went, in ms (null: the step did not happen). */
+export interface ConnectTimings {
+  readonly dns: number | null;
+  readonly tcp: number;
+  readonly tls: number | null;
+}
+
+/** Wraps undici's connector to time DNS, TCP and TLS of every new connection. */
+function timedConnector(
+  base: buildConnector.connector,
+  record: (timings: ConnectTimings) => void,
+): buildConnector.connector {
+  return (opts, callback) => {
+    const t0 = performance.now();
+    let lookedUp = Number.NaN;
+    let connected = Number.NaN;
+    const socket = (base as unknown as (o: typeof opts, cb: typeof callback) => Socket | undefined)(
+      opts,
+      (err, sock) => {
+        if (err === null) {
+          const end = performance.now();
+          const tcpStart = Number.isNaN(lookedUp) ? t0 : lookedUp;
+          const tcpEnd = Number.isNaN(connected) ? end : connected;
+          record({
+            dns: Number.isNaN(lookedUp) ? null : lookedUp - t0,
+            tcp: tcpEnd - tcpStart,
+            tls: opts.protocol === 'https:' ? end - tcpEnd : null,
+          });
+        }
+        (callback as (e: Error | null, s: Socket | null) => void)(err, sock);
+      },
+    );
+    socket?.once('lookup', () => {
+      lookedUp = performance.now();
+    });
+    socket?.once('connect', () => {
+      connected = performance.now();
+    });
+  };
 }
 
 /** How one try ended, as far as the upstream is concerned. */
@@ -170,12 +217,20 @@ export class Upstream {
         inflight: 0,
         healthy: true,
         ejected: false,
+        lastConnect: undefined,
         pool: new Pool(t.origin, {
           connections: config.maxConnections ?? null,
           pipelining: 1,
           keepAliveTimeout: 4_000,
           keepAliveMaxTimeout: 60_000,
-          connect: { timeout: options.connectBackstopMs > 0 ? options.connectBackstopMs + 1_000 : 0 },
+          connect: timedConnector(
+            buildConnector({
+              timeout: options.connectBackstopMs > 0 ? options.connectBackstopMs + 1_000 : 0,
+            }),
+            (timings) => {
+              (this.targets[id] as Target).lastConnect = timings;
+            },
+          ),
           // Per-request backstops are given on each dispatch.
           headersTimeout: 0,
           bodyTimeout: 0,

@@ -354,3 +354,46 @@ routes:
     assert.equal((await fetch(gw.url('/slow?ms=10'), { headers: { 'x-timeout-ms': '5000' } })).status, 200);
   });
 });
+
+describe('stale keep-alive connections', () => {
+  test('a reused connection the upstream closed is retried once, transparently, for safe requests only', async (t) => {
+    // Answers the first request of every connection (keep-alive), then drops the connection when a
+    // second request arrives on it — a keep-alive race as seen behind real load balancers.
+    const answered = new WeakSet<object>();
+    let served = 0;
+    let posts = 0;
+    const up = await startRawServer((s) => {
+      s.on('data', (d: Buffer) => {
+        if (d.toString('latin1').startsWith('POST')) posts++;
+        if (answered.has(s)) return s.destroy();
+        answered.add(s);
+        served++;
+        s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=60\r\n\r\nok');
+      });
+    });
+    const gw = await startTestGateway(`
+upstreams:
+  up: { targets: ["${up.url}"] }
+routes:
+  - { name: up, match: { path: / }, upstream: up }
+`);
+    t.after(async () => {
+      await gw.close();
+      await up.close();
+    });
+    const first = await fetch(gw.url('/a'));
+    assert.equal(await first.text(), 'ok');
+    const second = await fetch(gw.url('/b'));
+    assert.equal(second.status, 200, 'the stale connection was retried on a new one');
+    assert.equal(await second.text(), 'ok');
+    const e = await gw.entry(String(second.headers.get('x-request-id')));
+    assert.deepEqual(e.tries, ['stale-connection']);
+    assert.equal(served, 2);
+    // A POST is never sent twice: whichever connection it lands on, the upstream sees it once (a
+    // dropped one means a 502 for the client).
+    const post = await fetch(gw.url('/c'), { method: 'POST', body: 'x' });
+    assert.ok([200, 502].includes(post.status));
+    await post.arrayBuffer();
+    assert.equal(posts, 1);
+  });
+});

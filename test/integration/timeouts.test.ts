@@ -334,3 +334,30 @@ routes:
     assert.ok(ms >= 295 && ms < 300 + MARGIN, `answered after ${ms} ms`);
   });
 });
+
+test('the access log splits a new connection into dns, connect (TCP) and tls; a reused one has connect 0', async (t) => {
+  const demo = await startDemoUpstream({ port: 0 });
+  // A host name (not an IP) so that a DNS lookup happens.
+  const gw = await startTestGateway(`
+upstreams:
+  demo: { targets: ["http://localhost:${demo.port}"] }
+routes:
+  - { name: demo, match: { path: / }, upstream: demo }
+`);
+  t.after(async () => {
+    await gw.close();
+    await demo.close();
+  });
+  const first = await fetch(gw.url('/fast'));
+  await first.arrayBuffer();
+  const a = await gw.entry(String(first.headers.get('x-request-id')));
+  assert.equal(a.status, 200);
+  assert.ok(a.dns !== null && a.dns >= 0, `dns ${a.dns}`);
+  assert.ok(a.connect !== null && a.connect >= 0, `connect ${a.connect}`);
+  assert.equal(a.tls, null); // plain http
+  const second = await fetch(gw.url('/fast'));
+  await second.arrayBuffer();
+  const b = await gw.entry(String(second.headers.get('x-request-id')));
+  assert.equal(b.dns, null);
+  assert.ok((b.connect ?? 1) < 1, `reused connection, connect ${b.connect}`);
+});
