@@ -498,6 +498,9 @@ export async function startUpstreamNginx(tmp: string): Promise<{ proc: Proc; url
 // ---------------------------------------------------------------------------------------------------------
 // Contenders
 
+/** The V8 flags Sluice ships with (bin/sluice.js, npm start): benchmark it as users run it. */
+export const SLUICE_NODE_FLAGS = ['--max-semi-space-size=4'];
+
 export const ALL_CONTENDERS = ['direct', 'nginx', 'fastify', 'bare', 'sluice'] as const;
 export type ContenderName = (typeof ALL_CONTENDERS)[number];
 
@@ -578,7 +581,7 @@ export async function startContender(
     const file = path.join(dir, 'sluice.yaml');
     const accessLog = opts.sluiceAccessLog ?? 'off';
     writeFileSync(file, sluiceYaml(port, await freePort(), upstream, accessLog, opts.timeoutMs));
-    proc = spawnPinned('sluice', PROXY_CORE, NODE, [SLUICE_MAIN, 'start', '-c', file], { logFile });
+    proc = spawnPinned('sluice', PROXY_CORE, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], { logFile });
   } else {
     const script = path.join(
       import.meta.dirname,
@@ -691,7 +694,7 @@ export async function startSluiceWith(
   const file = path.join(dir, 'sluice.yaml');
   writeFileSync(file, yaml(port, adminPort, dir));
   const logFile = path.join(dir, 'out.log');
-  const proc = spawnPinned(name, opts.core ?? PROXY_CORE, NODE, [SLUICE_MAIN, 'start', '-c', file], {
+  const proc = spawnPinned(name, opts.core ?? PROXY_CORE, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], {
     logFile,
     env: { ...process.env, ...opts.env },
   });
