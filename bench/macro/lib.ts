@@ -581,7 +581,9 @@ export async function startContender(
     const file = path.join(dir, 'sluice.yaml');
     const accessLog = opts.sluiceAccessLog ?? 'off';
     writeFileSync(file, sluiceYaml(port, await freePort(), upstream, accessLog, opts.timeoutMs));
-    proc = spawnPinned('sluice', PROXY_CORE, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], { logFile });
+    proc = spawnPinned('sluice', PROXY_CORE, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], {
+      logFile,
+    });
   } else {
     const script = path.join(
       import.meta.dirname,
@@ -694,10 +696,16 @@ export async function startSluiceWith(
   const file = path.join(dir, 'sluice.yaml');
   writeFileSync(file, yaml(port, adminPort, dir));
   const logFile = path.join(dir, 'out.log');
-  const proc = spawnPinned(name, opts.core ?? PROXY_CORE, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], {
-    logFile,
-    env: { ...process.env, ...opts.env },
-  });
+  const proc = spawnPinned(
+    name,
+    opts.core ?? PROXY_CORE,
+    NODE,
+    [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file],
+    {
+      logFile,
+      env: { ...process.env, ...opts.env },
+    },
+  );
   const url = `http://127.0.0.1:${port}`;
   try {
     await waitReady(`${url}${opts.readyPath ?? '/'}`, proc);
