@@ -20,7 +20,11 @@ export type Outcome =
   | 'circuit_open'
   | 'client_aborted'
   | 'no_route'
-  | 'rejected';
+  | 'rejected'
+  | 'shutdown'
+  | 'job_completed'
+  | 'job_failed'
+  | 'job_cancelled';
 
 export type ErrorCode =
   | 'upstream-timeout'

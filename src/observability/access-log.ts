@@ -36,6 +36,19 @@ export interface AccessLogEntry {
   total: number;
   /** Budget (ms) of the route's total timeout that applied to this request, 0 when disabled. */
   budget_ms: number;
+  /**
+   * Who set `budget_ms`: `route` (the route's configured total) or `client` (a shorter incoming
+   * `x-timeout-ms`). A timeout with `client` was the client's choice and never counts against the
+   * upstream (breaker, outlier ejection, retry budget, latency windows, headroom, alerts).
+   */
+  budget_source?: 'route' | 'client';
+  /**
+   * The job this line is about: on the 202 that created it, on every request to the job resource,
+   * and on the line written when the job ends (outcome `job_completed | job_failed | job_cancelled`,
+   * whose `request_id` is the one of the request that created the job and whose `total` is the
+   * time from that request's arrival to the job's end).
+   */
+  job?: string;
   /** Upstream Server-Timing entries, name → duration in ms. */
   upstream_timing?: Record<string, number>;
 }
