@@ -45,7 +45,9 @@ export type ErrorCode =
   | 'method-not-allowed'
   | 'interrupted'
   | 'result-too-large'
-  | 'store-unavailable';
+  | 'store-unavailable'
+  | 'budget-exhausted'
+  | 'shutting-down';
 
 interface Kind {
   status: number;
@@ -169,6 +171,18 @@ const KINDS: Record<ErrorCode, Kind> = {
     message: 'Service unavailable: the job store cannot be used right now',
     outcome: 'upstream_error',
   },
+  'budget-exhausted': {
+    status: 504,
+    title: 'Budget exhausted',
+    message: 'Endpoint request timed out',
+    outcome: 'shed',
+  },
+  'shutting-down': {
+    status: 503,
+    title: 'Shutting down',
+    message: 'Service unavailable: the gateway is shutting down; retry',
+    outcome: 'shutdown',
+  },
 };
 
 /** RFC 9209 error tokens used in Proxy-Status. */
@@ -256,14 +270,23 @@ const PHASE_PROXY_ERROR: Record<Phase, ProxyErrorToken> = {
   total: 'http_response_timeout',
 };
 
+/**
+ * The 504 of a phase that expired. `budget` names the setting behind `timeoutMs` when it is not the
+ * phase's own (e.g. `async.timeout` for the total budget of a job's background call).
+ */
 export function upstreamTimeout(
   phase: Phase,
   route: string,
   upstream: string,
   timeoutMs: number,
+  budget?: string,
 ): GatewayError {
+  const what =
+    budget === undefined
+      ? `${PHASE_TEXT[phase]} ${formatDuration(timeoutMs)} (${phase})`
+      : `did not complete the response within ${formatDuration(timeoutMs)} (${budget})`;
   return new GatewayError('upstream-timeout', {
-    detail: `upstream '${upstream}' ${PHASE_TEXT[phase]} ${formatDuration(timeoutMs)} (${phase}) on route '${route}'`,
+    detail: `upstream '${upstream}' ${what} on route '${route}'`,
     phase,
     route,
     upstream,

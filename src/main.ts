@@ -97,10 +97,13 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       }
     },
   });
-  // Each route's recent p50, refreshed every second for load shedding (a request whose remaining
-  // budget is below it would almost surely time out).
+  // Each route's recent p50 and p5, refreshed every second: the 202's Retry-After, and load shedding
+  // (a request whose remaining budget is below the p5 would almost surely time out).
   const p50Timer = setInterval(() => {
-    for (const rt of gateway.runtime.routes) rt.recent.p50 = observability.window(rt.name)?.p50 ?? 0;
+    for (const rt of gateway.runtime.routes) {
+      rt.recent.p50 = observability.window(rt.name)?.p50 ?? 0;
+      rt.recent.p5 = observability.percentile(rt.name, 0.05);
+    }
   }, 1_000);
   p50Timer.unref();
   return {

@@ -31,6 +31,7 @@ export function acceptedResponse(
   retryAfterS: number,
   preferenceApplied?: string,
   requestId?: string,
+  callbackRefused?: string,
 ): void {
   const url = jobUrl(prefix.replace(/\/+$/, ''), job.id);
   const retry = Math.max(1, Math.round(retryAfterS));
@@ -49,6 +50,8 @@ export function acceptedResponse(
   ];
   if (preferenceApplied) headers.push('preference-applied', preferenceApplied);
   if (requestId) headers.push('x-request-id', requestId);
+  // A Callback-Url that will not be called is said, not silently dropped.
+  if (callbackRefused) headers.push('sluice-callback', `refused; reason="${callbackRefused}"`);
   res.writeHead(202, headers);
   res.end(body);
 }

@@ -67,17 +67,38 @@ export function matchAllowed(url: string, allow: readonly string[]): { url: URL;
   return undefined;
 }
 
+/** What becomes of a request's `Callback-Url`. */
+export interface CallbackChoice {
+  /** The URL to record on the job; undefined: no callback (the job still works). */
+  readonly url: string | undefined;
+  /** Why a `Callback-Url` that was sent will not be called (logged, and said in `Sluice-Callback`). */
+  readonly refused: string | undefined;
+}
+
+const NO_CALLBACK: CallbackChoice = Object.freeze({ url: undefined, refused: undefined });
+
 /**
- * The callback URL to record on a new job: the request's `Callback-Url` when the route has a callback
- * policy and the URL passes its allow-list; undefined otherwise (no callback — the job still works).
+ * The callback of a new job: the request's `Callback-Url` when the route has a callback policy and
+ * the URL passes its allow-list; otherwise none, with the reason when one was asked for.
  */
+export function callbackFor(
+  header: string | readonly string[] | undefined,
+  policy: CallbackPolicy | undefined,
+): CallbackChoice {
+  if (header === undefined) return NO_CALLBACK;
+  if (!policy) return { url: undefined, refused: 'this route has no async.callback' };
+  const url = (typeof header === 'string' ? header : header[0]).trim();
+  return matchAllowed(url, policy.allow)
+    ? { url, refused: undefined }
+    : { url: undefined, refused: 'the URL is not in async.callback.allow' };
+}
+
+/** The callback URL to record on a new job (see {@link callbackFor}). */
 export function callbackUrlFor(
   header: string | readonly string[] | undefined,
   policy: CallbackPolicy | undefined,
 ): string | undefined {
-  if (!policy || header === undefined) return undefined;
-  const url = (typeof header === 'string' ? header : header[0]).trim();
-  return matchAllowed(url, policy.allow) ? url : undefined;
+  return callbackFor(header, policy).url;
 }
 
 // ---- addresses ------------------------------------------------------------------------------------

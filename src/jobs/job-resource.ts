@@ -17,7 +17,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDuration } from '../config/units.ts';
-import { GatewayError, sendProblem } from '../errors.ts';
+import { GatewayError, type Outcome, sendProblem } from '../errors.ts';
+import { type AccessLogEntry, answeredEntry } from '../observability/access-log.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
 import { HOP_BY_HOP } from '../proxy/headers.ts';
 import { isValidRequestId, newRequestId } from '../server/request-id.ts';
@@ -40,6 +41,11 @@ export interface JobResourceOptions {
   readonly storeRetryAfterS?: number;
   readonly logger?: Logger;
   readonly now?: () => number;
+  /**
+   * Receives the access-log line of every request to the resource (route null, `job` set when the
+   * path names one), written when its response ends.
+   */
+  readonly log?: (entry: AccessLogEntry) => void;
 }
 
 /** Never replayed from a stored result (hop-by-hop, RFC 9110 §7.6.1) or recomputed on replay. */
@@ -55,6 +61,7 @@ export class JobResource {
   readonly #storeRetryAfterS: number;
   readonly #logger: Logger;
   readonly #now: () => number;
+  readonly #log: ((entry: AccessLogEntry) => void) | undefined;
 
   constructor(options: JobResourceOptions) {
     this.prefix = options.prefix.replace(/\/+$/, '');
@@ -64,6 +71,7 @@ export class JobResource {
     this.#storeRetryAfterS = options.storeRetryAfterS ?? 5;
     this.#logger = options.logger ?? silentLogger;
     this.#now = options.now ?? Date.now;
+    this.#log = options.log;
   }
 
   /**
@@ -103,7 +111,30 @@ export class JobResource {
     }
     // A request body is not expected; drain it so the connection stays usable.
     req.resume();
-    const ctx: Ctx = { req, res, requestId, startedAt };
+    const ctx: Ctx = { req, res, requestId, startedAt, outcome: 'ok', error: null };
+    const log = this.#log;
+    if (log !== undefined) {
+      const logPath = this.prefix + path + (query === '' ? '' : `?${query}`);
+      res.once('close', () => {
+        const id = path.split('/')[1] ?? '';
+        // A client that left before its answer (a long poll it gave up) is not a resource error.
+        const outcome: Outcome = res.writableFinished ? ctx.outcome : 'client_aborted';
+        const entry = answeredEntry(
+          {
+            method: req.method ?? '',
+            path: logPath,
+            requestId,
+            startedAt,
+            client: req.socket?.remoteAddress,
+          },
+          res.writableFinished ? res.statusCode : 499,
+          outcome,
+          ctx.error,
+        );
+        if (isJobId(id)) entry.job = id;
+        log(entry);
+      });
+    }
     this.#route(ctx, path, query).catch((err) => this.#internal(ctx, err));
     return true;
   }
@@ -326,6 +357,8 @@ export class JobResource {
 
   #problem(ctx: Ctx, err: GatewayError): void {
     if (ctx.res.headersSent || ctx.res.destroyed) return;
+    ctx.outcome = err.outcome;
+    ctx.error = err.code;
     sendProblem(ctx.res, err, { requestId: ctx.requestId, elapsedMs: perf() - ctx.startedAt, attempts: 0 });
   }
 }
@@ -335,6 +368,9 @@ interface Ctx {
   res: ServerResponse;
   requestId: string;
   startedAt: number;
+  /** For the access-log line: what the resource answered (a failed job's replayed problem is `ok`). */
+  outcome: Outcome;
+  error: string | null;
 }
 
 function isClientGone(err: unknown): boolean {

@@ -122,6 +122,10 @@ export interface JobRecord {
   readonly idempotent: boolean;
   /** Where to POST the job when it ends (already checked against the route's allow-list). */
   readonly callback_url?: string;
+  /** X-Request-Id of the request that created the job (its access-log lines carry it). */
+  readonly request_id?: string;
+  /** When that request arrived (ms since the epoch): a job's time is counted from there. */
+  readonly received_at?: number;
 }
 
 /** What `create` needs; the store fills in timestamps, attempts and leases. */
@@ -140,6 +144,8 @@ export interface NewJob {
   readonly max_result: number;
   readonly idempotent: boolean;
   readonly callback_url?: string;
+  readonly request_id?: string;
+  readonly received_at?: number;
 }
 
 export interface StreamedResult {

@@ -60,7 +60,7 @@ export interface SqliteJobStoreOptions extends JobStoreOptions {
   initSql?: string;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS jobs (
@@ -84,7 +84,9 @@ CREATE TABLE IF NOT EXISTS jobs (
   lease_owner  TEXT,
   lease_until  INTEGER,
   idempotent   INTEGER NOT NULL,
-  callback_url TEXT
+  callback_url TEXT,
+  request_id   TEXT,
+  received_at  INTEGER
 ) STRICT;
 -- claim: the oldest due queued job without sorting (ORDER BY run_at, created_at follows the index).
 CREATE INDEX IF NOT EXISTS jobs_status_due ON jobs (status, run_at, created_at);
@@ -136,6 +138,8 @@ function toRecord(r: Row): JobRecord {
   if (r.lease_owner !== null) rec.lease_owner = r.lease_owner;
   if (r.lease_until !== null) rec.lease_until = r.lease_until;
   if (r.callback_url !== null) rec.callback_url = r.callback_url;
+  if (r.request_id != null) rec.request_id = r.request_id;
+  if (r.received_at != null) rec.received_at = r.received_at;
   return rec as unknown as JobRecord;
 }
 
@@ -207,6 +211,11 @@ export class SqliteJobStore implements JobStore {
       db.exec('BEGIN IMMEDIATE');
       try {
         db.exec(SCHEMA);
+        // Version 1 files lack the columns that tie a job to the request that created it.
+        if (version === 1) {
+          db.exec('ALTER TABLE jobs ADD COLUMN request_id TEXT');
+          db.exec('ALTER TABLE jobs ADD COLUMN received_at INTEGER');
+        }
         db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
         db.exec('COMMIT');
       } catch (err) {
@@ -233,9 +242,11 @@ export class SqliteJobStore implements JobStore {
     return {
       insert: p(
         `INSERT INTO jobs (id, route, mode, status, created_at, updated_at, attempts, owner_hash, request,
-           request_body, expires_at, keep_ms, max_result, run_at, lease_owner, lease_until, idempotent, callback_url)
+           request_body, expires_at, keep_ms, max_result, run_at, lease_owner, lease_until, idempotent, callback_url,
+           request_id, received_at)
          VALUES (:id, :route, :mode, :status, :now, :now, :attempts, :owner_hash, :request, :request_body,
-           :now + :keep_ms, :keep_ms, :max_result, :now, :lease_owner, :lease_until, :idempotent, :callback_url)
+           :now + :keep_ms, :keep_ms, :max_result, :now, :lease_owner, :lease_until, :idempotent, :callback_url,
+           :request_id, :received_at)
          RETURNING *`,
       ),
       get: p('SELECT * FROM jobs WHERE id = ?'),
@@ -394,6 +405,8 @@ export class SqliteJobStore implements JobStore {
         lease_until: running ? now + this.#instanceLeaseMs : null,
         idempotent: job.idempotent ? 1 : 0,
         callback_url: job.callback_url ?? null,
+        request_id: job.request_id ?? null,
+        received_at: job.received_at === undefined ? null : Math.floor(job.received_at),
       }) as Row;
       return toRecord(row);
     });

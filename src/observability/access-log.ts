@@ -201,3 +201,63 @@ export class MemoryAccessLog implements AccessLog {
     return new Promise((resolve) => this.#waiters.push({ pred, resolve }));
   }
 }
+
+let lastIsoMs = 0;
+let lastIso = '';
+/** `new Date().toISOString()`, computed at most once per millisecond. */
+export function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastIsoMs) {
+    lastIsoMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
+/** What a line of a request the gateway answered itself (no upstream exchange) is made of. */
+export interface AnsweredRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly requestId: string;
+  /** performance.now() when the request arrived. */
+  readonly startedAt: number;
+  readonly client: string | undefined;
+  readonly route?: string | null;
+  readonly upstream?: string | null;
+  /** The route's total budget (ms), 0 when none. */
+  readonly budgetMs?: number;
+  readonly bytesIn?: number;
+}
+
+/** The access-log line of a request the gateway answered itself (no upstream exchange). */
+export function answeredEntry(
+  r: AnsweredRequest,
+  status: number,
+  outcome: Outcome,
+  error: string | null,
+): AccessLogEntry {
+  return {
+    time: isoNow(),
+    request_id: r.requestId,
+    method: r.method,
+    path: r.path,
+    route: r.route ?? null,
+    upstream: r.upstream ?? null,
+    target: null,
+    status,
+    outcome,
+    phase: null,
+    error,
+    client: r.client,
+    bytes_in: r.bytesIn ?? 0,
+    bytes_out: 0,
+    attempts: 0,
+    retries: 0,
+    dns: null,
+    connect: null,
+    tls: null,
+    ttfb: null,
+    total: Math.round((performance.now() - r.startedAt) * 100) / 100,
+    budget_ms: r.budgetMs ?? 0,
+  };
+}

@@ -42,6 +42,8 @@ export interface Observability {
   readonly contentType: string;
   /** Sliding-window statistics of a route; undefined for unknown routes. */
   window(route: string): WindowStats | undefined;
+  /** Percentile `q` (0 < q ≤ 1) of a route's sliding window in ms; 0 when empty or unknown. */
+  percentile(route: string, q: number): number;
   /** Applies a new config; routes that still exist keep their windows, alerts their state. */
   reload(config: EffectiveConfig): void;
   /** Starts the one-second alert ticker. */
@@ -140,6 +142,7 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
     },
     metricsText: () => metrics.text(),
     window,
+    percentile: (route, q) => routes.get(route)?.window?.percentile(q) ?? 0,
     reload(next) {
       build(next);
       config = next;

@@ -15,10 +15,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { fromUpstreamFailure, GatewayError, type Outcome, type Phase, upstreamTimeout } from '../errors.ts';
 import { acceptedResponse, isSafeToRepeat, type ResultSink, resultSink } from '../jobs/accept.ts';
-import { callbackUrlFor } from '../jobs/callback.ts';
+import { callbackFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
 import { jobErrorFrom } from '../jobs/job-view.ts';
-import type { AccessLogEntry } from '../observability/access-log.ts';
+import { type AccessLogEntry, isoNow } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
 import type { JobsHost } from '../server/jobs-host.ts';
 import type { Admission, ConnectTimings, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
@@ -39,7 +39,8 @@ export interface ExchangeHost {
   /** Async offload (SPEC §5), when any route uses it. */
   readonly jobs: JobsHost | undefined;
   respondError(exchange: Exchange, err: GatewayError, close: boolean): void;
-  log(entry: AccessLogEntry): void;
+  /** The exchange's one access-log line (it is finished for the gateway once this is called). */
+  log(entry: AccessLogEntry, exchange: Exchange): void;
 }
 
 /** Offload states of an auto/prefer exchange. */
@@ -49,18 +50,6 @@ const OFFLOADED = 2; // 202 sent: the upstream call runs on, its result goes to 
 const TOO_LATE = 3; // answered synchronously after all (headers came first, or the store refused)
 
 const now = performance.now.bind(performance);
-
-let lastIsoMs = 0;
-let lastIso = '';
-/** `new Date().toISOString()`, computed at most once per millisecond. */
-export function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== lastIsoMs) {
-    lastIsoMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
-}
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
@@ -138,6 +127,8 @@ export class Exchange {
   readonly logPath: string;
   /** Milliseconds of total budget (0 = none), after any incoming x-timeout-ms. */
   readonly budget: number;
+  /** The budget came from a shorter incoming x-timeout-ms: its timeout is the client's choice. */
+  readonly clientBudget: boolean;
   /** Absolute (performance.now) end of the total budget; after a 202 it becomes async.timeout. */
   totalDeadline: number;
   readonly client: string | undefined;
@@ -178,6 +169,8 @@ export class Exchange {
   #resume: (() => void) | null = null;
   /** When an auto/prefer request becomes a job if no response headers came (Infinity: never). */
   #asyncAt = Number.POSITIVE_INFINITY;
+  /** Where the background call of an auto/prefer request ends (arrival + async.timeout). */
+  #asyncEnd = Number.POSITIVE_INFINITY;
   #preferenceApplied: string | undefined = undefined;
   #offload = NO_JOB;
   #jobId: string | undefined = undefined;
@@ -198,6 +191,7 @@ export class Exchange {
     startedAt: number,
     logPath: string,
     budget: number,
+    clientBudget = false,
   ) {
     this.host = host;
     this.rt = rt;
@@ -208,6 +202,7 @@ export class Exchange {
     this.method = req.method ?? 'GET';
     this.logPath = logPath;
     this.budget = budget;
+    this.clientBudget = clientBudget;
     this.totalDeadline = budget > 0 ? startedAt + budget : Number.POSITIVE_INFINITY;
     // Read now: undici detaches req.socket when it aborts the request body stream.
     this.client = req.socket.remoteAddress;
@@ -222,6 +217,8 @@ export class Exchange {
   enableAsync(holdMs: number, applied: string | undefined): void {
     this.#asyncAt = this.startedAt + holdMs;
     this.#preferenceApplied = applied;
+    const timeout = this.rt.route.async?.timeout ?? 0;
+    this.#asyncEnd = timeout > 0 ? this.startedAt + timeout : Number.POSITIVE_INFINITY;
   }
 
   /**
@@ -285,22 +282,22 @@ export class Exchange {
   /** One try on a target (another than the previous try's when there is one). */
   #try(): void {
     if (this.state === DONE) return;
-    if (this.attempts === 0 && this.budget > 0) {
-      // Shed a request whose remaining budget is below the route's recent p50: it would almost surely
-      // time out, and sending it only adds load to a slow upstream.
-      // Only when part of the route's own budget is gone (a shorter incoming x-timeout-ms, or time
-      // spent waiting for a slot): a route whose full budget is below its median is left alone.
-      const p50 = this.rt.recent.p50;
+    if (this.attempts === 0 && this.budget > 0 && this.#offload === NO_JOB) {
+      // Shed a request whose remaining budget is below the route's recent 5th-percentile latency: it
+      // would almost surely time out, and sending it only adds load to a slow upstream. Only when part
+      // of the route's own budget is gone (a shorter incoming x-timeout-ms, or time spent waiting for a
+      // slot): a route whose full budget is below its usual latency is left alone.
+      const p5 = this.rt.recent.p5;
       const left = this.totalDeadline - now();
-      const shortened = this.budget < this.rt.timeouts.total || left < this.budget - 10;
-      if (p50 > 0 && left < p50 && shortened) {
+      const shortened = this.clientBudget || left < this.budget - 10;
+      if (p5 > 0 && left < p5 && shortened && this.#asyncAt >= this.totalDeadline) {
         return this.#fail(
-          new GatewayError('overloaded', {
-            detail: `only ${Math.round(left)}ms of the budget were left, below the recent median ${Math.round(p50)}ms of route '${this.rt.name}': shed instead of a certain timeout`,
+          new GatewayError('budget-exhausted', {
+            detail: `only ${Math.round(left)}ms of the budget were left, below the 5th-percentile latency ${Math.round(p5)}ms of route '${this.rt.name}': answered at once instead of a certain timeout`,
             route: this.rt.name,
             upstream: this.rt.upstream.name,
-            proxyError: 'connection_limit_reached',
-            retryAfter: 1,
+            timeoutMs: this.budget,
+            proxyError: 'http_response_timeout',
           }),
         );
       }
@@ -327,12 +324,15 @@ export class Exchange {
     this.state = CONNECTING;
     const perTry = this.rt.retry?.per_try;
     this.#tryDeadline = perTry !== undefined && perTry > 0 ? t + perTry : Number.POSITIVE_INFINITY;
-    const headers = this.attempts === 1 && this.budget === 0 ? this.#headers : this.#headers.slice();
-    if (this.budget > 0) {
-      const left = Math.floor(this.totalDeadline - t);
-      if (left <= 0) return this.#timeout('total');
-      headers.push('x-timeout-ms', String(Math.min(left, this.#tryDeadline - t)));
-    }
+    if (this.totalDeadline - t <= 0) return this.#timeout('total');
+    // Deadline propagation: the upstream is told the time until the earliest deadline that can end
+    // this call (SPEC §3): the job's async.timeout once the call is to outlive the client's wait, else
+    // what is left of total, or ttfb when that fires first; per_try caps both.
+    const end = this.#callEnd(t);
+    const headers =
+      this.attempts === 1 && end === Number.POSITIVE_INFINITY ? this.#headers : this.#headers.slice();
+    if (end !== Number.POSITIVE_INFINITY)
+      headers.push('x-timeout-ms', String(Math.max(1, Math.floor(end - t))));
     target.inflight++;
     const attempt = new Attempt(this);
     this.#attempt = attempt;
@@ -351,6 +351,20 @@ export class Exchange {
       // undici's typings give onBodySent(size, total); at runtime it passes the chunk itself.
       attempt as unknown as Dispatcher.DispatchHandler,
     );
+  }
+
+  /** The earliest deadline that can end a try dispatched at `t` (Infinity: none). */
+  #callEnd(t: number): number {
+    const ttfb = this.rt.timeouts.ttfb;
+    let end: number;
+    if (this.#offload === OFFLOADED) end = this.totalDeadline;
+    else {
+      end = this.totalDeadline;
+      if (ttfb > 0) end = Math.min(end, t + ttfb);
+      // An auto/prefer request offloaded before that goes on under async.timeout instead.
+      if (this.#asyncAt < end) end = this.#asyncEnd;
+    }
+    return Math.min(end, this.#tryDeadline);
   }
 
   // ---- the current try's undici callbacks (through Attempt) ---------------------------------------
@@ -676,7 +690,18 @@ export class Exchange {
   }
 
   #timeout(phase: Phase): void {
-    if (phase === 'total' || phase === 'read' || phase === 'send') this.#lastResult = 'timeout';
+    const offloaded = this.#offload === OFFLOADED;
+    if (phase === 'total' || phase === 'read' || phase === 'send') {
+      // A total budget that only the client's shorter x-timeout-ms set is the client's choice: no
+      // verdict on the upstream (circuit breaker). Outlier ejection never sees total timeouts.
+      this.#lastResult = phase === 'total' && this.clientBudget && !offloaded ? 'none' : 'timeout';
+    }
+    if (phase === 'total' && offloaded) {
+      const timeout = (this.rt.route.async as NonNullable<RouteRuntime['route']['async']>).timeout;
+      return this.#fail(
+        upstreamTimeout(phase, this.rt.name, this.rt.upstream.name, timeout, 'async.timeout'),
+      );
+    }
     const budget = phase === 'total' ? this.budget : this.rt.timeouts[phase];
     this.#fail(upstreamTimeout(phase, this.rt.name, this.rt.upstream.name, budget));
   }
@@ -699,6 +724,7 @@ export class Exchange {
     this.#offload = CREATING;
     const req = this.req;
     const id = newJobId();
+    const callback = callbackFor(req.headers['callback-url'], cfg.callback);
     jobs.store
       .create({
         id,
@@ -706,10 +732,12 @@ export class Exchange {
         mode: cfg.mode === 'prefer' ? 'prefer' : 'auto',
         status: 'running',
         owner_hash: ownerHash(req.headers),
+        request_id: this.requestId,
+        received_at: Date.now() - (now() - this.startedAt),
         keep_ms: cfg.keep,
         max_result: cfg.max_result,
         idempotent: isSafeToRepeat(this.method, req.headers),
-        callback_url: callbackUrlFor(req.headers['callback-url'], cfg.callback),
+        callback_url: callback.url,
       })
       .then(
         (job) => {
@@ -727,12 +755,27 @@ export class Exchange {
           const p50 = this.rt.recent.p50;
           const elapsed = now() - this.startedAt;
           const retryAfter = p50 > elapsed ? Math.min(30, Math.ceil((p50 - elapsed) / 1000)) : 2;
-          acceptedResponse(this.res, job, jobs.prefix, retryAfter, this.#preferenceApplied, this.requestId);
+          if (callback.refused) {
+            jobs.logger.warn(
+              { route: this.rt.name, job: id, request_id: this.requestId, reason: callback.refused },
+              'Callback-Url ignored',
+            );
+          }
+          acceptedResponse(
+            this.res,
+            job,
+            jobs.prefix,
+            retryAfter,
+            this.#preferenceApplied,
+            this.requestId,
+            callback.refused,
+          );
           this.status = 202;
           this.outcome = 'async';
           this.#finish();
-          // From now on the budget is the background one.
-          this.totalDeadline = this.startedAt + cfg.timeout;
+          // From now on the budget is the background one, and its deadline fires on time.
+          this.totalDeadline = this.#asyncEnd;
+          this.#arm();
         },
         (err: Error) => {
           // SPEC §5: a job that cannot be stored is never acknowledged; the client gets 503 with
@@ -761,17 +804,8 @@ export class Exchange {
       // The store stopped reading (result over max_result, or the job was cancelled): stop the call.
       this.#attempt?.abandon(new AbandonedError(`job ${outcome}`));
     }
+    // The job's end is logged when the store reports it final (JobsHost), like every other job's.
     jobs.running.delete(this.#jobId as string);
-    jobs.logger.info(
-      {
-        job: this.#jobId,
-        route: this.rt.name,
-        outcome,
-        status: this.status,
-        ms: Math.round(now() - this.startedAt),
-      },
-      'job finished',
-    );
   }
 
   #endJob(err: GatewayError): void {
@@ -779,7 +813,26 @@ export class Exchange {
     const id = this.#jobId as string;
     jobs.running.delete(id);
     void jobs.store.fail(id, jobErrorFrom(err)).catch(() => {});
-    jobs.logger.info({ job: id, route: this.rt.name, error: err.code, phase: err.phase }, 'job failed');
+  }
+
+  /**
+   * The drain ran out of time (SPEC §1): a request without response headers gets 503 shutting-down,
+   * one whose response has begun is cut; both are logged with outcome `shutdown`. Returns whether the
+   * response was cut, undefined when the exchange had already ended.
+   */
+  shutdown(): boolean | undefined {
+    if (this.state === DONE) return undefined;
+    const cut = this.res.headersSent;
+    this.#lastResult = 'none';
+    this.#fail(
+      new GatewayError('shutting-down', {
+        detail: `the gateway shut down before upstream '${this.rt.upstream.name}' completed the response on route '${this.rt.name}'`,
+        route: this.rt.name,
+        proxyError: 'proxy_internal_error',
+        retryAfter: 1,
+      }),
+    );
+    return cut;
   }
 
   /** DELETE on the job: the store already says cancelled; abort the upstream call. */
@@ -891,36 +944,42 @@ export class Exchange {
     this.res.off('close', this.#onClose);
     const t = now();
     const r = (x: number) => Math.round(x * 100) / 100;
-    this.host.log({
-      time: isoNow(),
-      request_id: this.requestId,
-      method: this.method,
-      path: this.logPath,
-      route: this.rt.name,
-      upstream: this.rt.upstream.name,
-      target: this.target?.origin ?? null,
-      status: this.outcome === 'client_aborted' && !this.res.headersSent ? 499 : this.status,
-      outcome: this.outcome,
-      phase: this.phase,
-      error: this.errorCode,
-      client: this.client,
-      bytes_in: this.bytesIn,
-      bytes_out: this.bytesOut,
-      attempts: this.attempts,
-      retries: Math.max(0, this.attempts - 1),
-      tries: this.tries,
-      tried_targets: this.triedTargets,
-      dns: this.#connectTimings?.dns == null ? null : r(this.#connectTimings.dns),
-      connect: this.#connectTimings
-        ? r(this.#connectTimings.tcp)
-        : this.connectedAt > 0
-          ? r(this.connectedAt - this.dispatchedAt)
-          : null,
-      tls: this.#connectTimings?.tls == null ? null : r(this.#connectTimings.tls),
-      ttfb: this.headersAt > 0 ? r(this.headersAt - this.sentAt) : null,
-      total: r(t - this.startedAt),
-      budget_ms: this.budget,
-      upstream_timing: this.upstreamTiming === undefined ? undefined : parseServerTiming(this.upstreamTiming),
-    });
+    this.host.log(
+      {
+        time: isoNow(),
+        request_id: this.requestId,
+        method: this.method,
+        path: this.logPath,
+        route: this.rt.name,
+        upstream: this.rt.upstream.name,
+        target: this.target?.origin ?? null,
+        status: this.outcome === 'client_aborted' && !this.res.headersSent ? 499 : this.status,
+        outcome: this.outcome,
+        phase: this.phase,
+        error: this.errorCode,
+        client: this.client,
+        bytes_in: this.bytesIn,
+        bytes_out: this.bytesOut,
+        attempts: this.attempts,
+        retries: Math.max(0, this.attempts - 1),
+        tries: this.tries,
+        tried_targets: this.triedTargets,
+        dns: this.#connectTimings?.dns == null ? null : r(this.#connectTimings.dns),
+        connect: this.#connectTimings
+          ? r(this.#connectTimings.tcp)
+          : this.connectedAt > 0
+            ? r(this.connectedAt - this.dispatchedAt)
+            : null,
+        tls: this.#connectTimings?.tls == null ? null : r(this.#connectTimings.tls),
+        ttfb: this.headersAt > 0 ? r(this.headersAt - this.sentAt) : null,
+        total: r(t - this.startedAt),
+        budget_ms: this.budget,
+        budget_source: this.clientBudget ? 'client' : 'route',
+        job: this.#jobId,
+        upstream_timing:
+          this.upstreamTiming === undefined ? undefined : parseServerTiming(this.upstreamTiming),
+      },
+      this,
+    );
   }
 }

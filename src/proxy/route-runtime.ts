@@ -20,8 +20,11 @@ export interface RouteRuntime {
   readonly retryConditions: ReadonlySet<string> | undefined;
   readonly retryStatuses: ReadonlySet<number> | undefined;
   readonly retryBudget: RetryBudget | undefined;
-  /** Recent latency of the route (ms), refreshed every second by observability; 0 = unknown. */
-  readonly recent: { p50: number };
+  /**
+   * Recent latency of the route (ms), refreshed every second by observability; 0 = unknown. p50 sets
+   * a 202's Retry-After, p5 the load shedding of requests whose budget is already too short.
+   */
+  readonly recent: { p50: number; p5: number };
 }
 
 export interface Runtime {
@@ -64,7 +67,7 @@ export function buildRuntime(
       retryBudget: route.retry
         ? (upstreams.get(route.upstream) as Upstream).retryBudgetFor(route.name, route.retry.budget)
         : undefined,
-      recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0 },
+      recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0, p5: 0 },
     }),
   );
   return { config, routes, upstreams, table: buildRouteTable(routes) };

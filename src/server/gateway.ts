@@ -22,12 +22,17 @@ import {
   sendProblem,
 } from '../errors.ts';
 import { acceptedResponse, isSafeToRepeat, parsePrefer, readBody } from '../jobs/accept.ts';
-import { callbackUrlFor } from '../jobs/callback.ts';
+import { callbackFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
 import { isStoreUnavailable, type JobStore } from '../jobs/job-store.ts';
-import { type AccessLog, type AccessLogEntry, nullAccessLog } from '../observability/access-log.ts';
+import {
+  type AccessLog,
+  type AccessLogEntry,
+  answeredEntry,
+  nullAccessLog,
+} from '../observability/access-log.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
-import { Exchange, type ExchangeHost, isoNow } from '../proxy/exchange.ts';
+import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
 import { parseTarget } from '../routing/normalize.ts';
@@ -53,6 +58,28 @@ function clientAddress(socket: Socket): string {
   return a.startsWith('::ffff:') ? a.slice(7) : a;
 }
 
+/** The parts of an access-log line that every gateway-answered request has. */
+function answered(
+  req: IncomingMessage,
+  requestId: string,
+  startedAt: number,
+  logPath: string,
+  rt: RouteRuntime | undefined,
+  bytesIn = 0,
+) {
+  return {
+    method: req.method ?? '',
+    path: logPath,
+    requestId,
+    startedAt,
+    client: req.socket?.remoteAddress,
+    route: rt?.name ?? null,
+    upstream: rt?.upstream.name ?? null,
+    budgetMs: rt?.timeouts.total ?? 0,
+    bytesIn,
+  };
+}
+
 function buildTrusted(cidrs: readonly string[]): BlockList | undefined {
   if (cidrs.length === 0) return undefined;
   const list = new BlockList();
@@ -63,44 +90,6 @@ function buildTrusted(cidrs: readonly string[]): BlockList | undefined {
     else list.addSubnet(addr, Number(bits), type);
   }
   return list;
-}
-
-/** The access-log line of a request the gateway answered itself (no upstream exchange). */
-function simpleEntry(
-  req: IncomingMessage | undefined,
-  requestId: string,
-  startedAt: number,
-  logPath: string,
-  rt: RouteRuntime | undefined,
-  status: number,
-  outcome: AccessLogEntry['outcome'],
-  error: string | null,
-  bytesIn: number,
-): AccessLogEntry {
-  return {
-    time: isoNow(),
-    request_id: requestId,
-    method: req?.method ?? '',
-    path: logPath,
-    route: rt?.name ?? null,
-    upstream: rt?.upstream.name ?? null,
-    target: null,
-    status,
-    outcome,
-    phase: null,
-    error,
-    client: req?.socket?.remoteAddress,
-    bytes_in: bytesIn,
-    bytes_out: 0,
-    attempts: 0,
-    retries: 0,
-    dns: null,
-    connect: null,
-    tls: null,
-    ttfb: null,
-    total: Math.round((now() - startedAt) * 100) / 100,
-    budget_ms: rt?.timeouts.total ?? 0,
-  };
 }
 
 export class Gateway implements ExchangeHost {
@@ -114,6 +103,8 @@ export class Gateway implements ExchangeHost {
   #runtime: Runtime;
   #trusted: BlockList | undefined;
   #inflight = 0;
+  /** Exchanges not finished yet (their client has no complete response), for the end of a drain. */
+  readonly #live = new Set<Exchange>();
   #drainWaiters: (() => void)[] = [];
   #closing = false;
   clientBodyIdleMs: number;
@@ -138,7 +129,12 @@ export class Gateway implements ExchangeHost {
     };
     this.#runtime = buildRuntime(config, undefined, this.#onUpstreamEvent);
     this.jobs = config.routes.some((r) => r.async)
-      ? new JobsHost(config, { logger: this.logger, runtime: () => this.#runtime, store: options.jobStore })
+      ? new JobsHost(config, {
+          logger: this.logger,
+          runtime: () => this.#runtime,
+          store: options.jobStore,
+          record: this.#record,
+        })
       : undefined;
     this.#trusted = buildTrusted(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
@@ -185,7 +181,11 @@ export class Gateway implements ExchangeHost {
     const old = this.#runtime;
     this.#runtime = buildRuntime(config, old, this.#onUpstreamEvent);
     if (this.jobs === undefined && config.routes.some((r) => r.async)) {
-      this.jobs = new JobsHost(config, { logger: this.logger, runtime: () => this.#runtime });
+      this.jobs = new JobsHost(config, {
+        logger: this.logger,
+        runtime: () => this.#runtime,
+        record: this.#record,
+      });
       void this.jobs.start();
     }
     for (const u of this.#runtime.upstreams.values()) u.start();
@@ -235,12 +235,49 @@ export class Gateway implements ExchangeHost {
     const stopAt = performance.now();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
+    const jobs = this.jobs?.running.size ?? 0;
+    if (this.#inflight > 0 || jobs > 0) {
+      this.logger.info(
+        { inflight: this.#inflight, background_jobs: jobs, shutdown_timeout_ms: graceMs },
+        `draining: ${this.#inflight} request(s) in flight and ${jobs} background job call(s) get up to ${graceMs}ms to finish`,
+      );
+    }
     if (this.#inflight > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         new Promise<void>((resolve) => this.#drainWaiters.push(resolve)),
         new Promise<void>((resolve) => {
           timer = setTimeout(resolve, graceMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    // Out of time: a request without response headers yet gets 503 shutting-down, one whose response
+    // has begun is cut; both are logged with outcome `shutdown`, never blamed on the client.
+    if (this.#live.size > 0) {
+      let refused = 0;
+      let cut = 0;
+      const sent: Promise<unknown>[] = [];
+      for (const ex of [...this.#live]) {
+        const res = ex.res;
+        const wasCut = ex.shutdown();
+        if (wasCut === undefined) continue;
+        if (wasCut) cut++;
+        else {
+          refused++;
+          if (!res.writableFinished) sent.push(new Promise((resolve) => res.once('close', resolve)));
+        }
+      }
+      this.logger.warn(
+        { refused, cut, shutdown_timeout_ms: graceMs },
+        `shutdown_timeout ran out: ${refused} request(s) answered 503 shutting-down, ${cut} response(s) cut`,
+      );
+      // Let the 503s reach their clients before the connections are closed.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(sent),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, 200);
         }),
       ]);
       clearTimeout(timer);
@@ -255,9 +292,15 @@ export class Gateway implements ExchangeHost {
 
   // ---- ExchangeHost ------------------------------------------------------------------------------
 
-  log(entry: AccessLogEntry): void {
+  /** A line that is not the end of a request in flight (job resource, job ends, refused connections). */
+  readonly #record = (entry: AccessLogEntry): void => {
     this.accessLog.write(entry);
     this.#onRequest?.(entry);
+  };
+
+  log(entry: AccessLogEntry, exchange?: Exchange): void {
+    if (exchange !== undefined) this.#live.delete(exchange);
+    this.#record(entry);
     if (--this.#inflight === 0 && this.#drainWaiters.length > 0) {
       for (const w of this.#drainWaiters.splice(0)) w();
     }
@@ -376,10 +419,14 @@ export class Gateway implements ExchangeHost {
 
     // Deadline propagation: a smaller incoming x-timeout-ms shortens this request's budget.
     let budget = rt.timeouts.total;
+    let clientBudget = false;
     const incoming = req.headers['x-timeout-ms'];
     if (incoming !== undefined) {
       const ms = Number(incoming);
-      if (Number.isInteger(ms) && ms >= 0 && (budget === 0 || ms < budget)) budget = ms;
+      if (Number.isInteger(ms) && ms >= 0 && (budget === 0 || ms < budget)) {
+        budget = ms;
+        clientBudget = true;
+      }
     }
 
     const headers = filtered.headers;
@@ -409,7 +456,8 @@ export class Gateway implements ExchangeHost {
       void this.#enqueue(req, res, rt, requestId, startedAt, logPath, path, headers, hasBody);
       return;
     }
-    const exchange = new Exchange(this, rt, req, res, requestId, startedAt, logPath, budget);
+    const exchange = new Exchange(this, rt, req, res, requestId, startedAt, logPath, budget, clientBudget);
+    this.#live.add(exchange);
     if (cfg !== undefined && jobs !== undefined) {
       // RFC 7240: respond-async asks for a 202 at once; wait=N sets how long to hold before one.
       const prefs = parsePrefer(req.headers.prefer);
@@ -456,9 +504,12 @@ export class Gateway implements ExchangeHost {
       if (lower !== 'content-length' && lower !== 'host') pairs.push([headers[i], headers[i + 1]]);
     }
     pairs.push(['host', req.headers.host ?? '']);
+    const callback = callbackFor(req.headers['callback-url'], cfg.callback);
     try {
       const job = await jobs.store.create({
         id: newJobId(),
+        request_id: requestId,
+        received_at: Date.now() - (now() - startedAt),
         route: rt.name,
         mode: 'queue',
         status: 'queued',
@@ -467,12 +518,25 @@ export class Gateway implements ExchangeHost {
         keep_ms: cfg.keep,
         max_result: cfg.max_result,
         idempotent: isSafeToRepeat(req.method ?? 'GET', req.headers),
-        callback_url: callbackUrlFor(req.headers['callback-url'], cfg.callback),
+        callback_url: callback.url,
       });
       const applied = parsePrefer(req.headers.prefer).respondAsync ? 'respond-async' : undefined;
-      acceptedResponse(res, job, jobs.prefix, 1, applied, requestId);
+      if (callback.refused) {
+        jobs.logger.warn(
+          { route: rt.name, job: job.id, request_id: requestId, reason: callback.refused },
+          'Callback-Url ignored',
+        );
+      }
+      acceptedResponse(res, job, jobs.prefix, 1, applied, requestId, callback.refused);
       jobs.worker.nudge();
-      this.log(simpleEntry(req, requestId, startedAt, logPath, rt, 202, 'async', null, body?.length ?? 0));
+      const entry = answeredEntry(
+        answered(req, requestId, startedAt, logPath, rt, body?.length ?? 0),
+        202,
+        'async',
+        null,
+      );
+      entry.job = job.id;
+      this.log(entry);
     } catch (err) {
       const gerr = isStoreUnavailable(err)
         ? new GatewayError('store-unavailable', {
@@ -498,7 +562,9 @@ export class Gateway implements ExchangeHost {
     const close =
       req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
     sendProblem(res, err, { requestId, elapsedMs: now() - startedAt, attempts: 0 }, close || this.#closing);
-    this.log(simpleEntry(req, requestId, startedAt, logPath, rt, err.status, err.outcome, err.code, 0));
+    this.log(
+      answeredEntry(answered(req, requestId, startedAt, logPath, rt), err.status, err.outcome, err.code),
+    );
   }
 
   /** Malformed or oversized requests that Node's parser refuses, and header-read timeouts. */
@@ -528,19 +594,12 @@ export class Gateway implements ExchangeHost {
         `connection: close\r\n\r\n${body}`,
     );
     setTimeout(() => socket.destroy(), 1_000).unref();
-    const entry = simpleEntry(
-      undefined,
-      requestId,
-      performance.now(),
-      '',
-      undefined,
+    const entry = answeredEntry(
+      { method: '', path: '', requestId, startedAt: performance.now(), client: socket.remoteAddress },
       gerr.status,
       'rejected',
       gerr.code,
-      0,
     );
-    entry.client = socket.remoteAddress;
-    this.accessLog.write(entry);
-    this.#onRequest?.(entry);
+    this.#record(entry);
   }
 }

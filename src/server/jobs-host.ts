@@ -10,12 +10,12 @@ import { fromUpstreamFailure, GatewayError, upstreamTimeout } from '../errors.ts
 import { CallbackSender } from '../jobs/callback.ts';
 import { Janitor } from '../jobs/janitor.ts';
 import { JobResource } from '../jobs/job-resource.ts';
-import type { JobError, JobStore } from '../jobs/job-store.ts';
+import type { JobError, JobRecord, JobStore } from '../jobs/job-store.ts';
 import { jobErrorFrom } from '../jobs/job-view.ts';
 import { openJobStore } from '../jobs/open-job-store.ts';
 import { type Delivery, QueueWorker } from '../jobs/queue-worker.ts';
+import { type AccessLogEntry, isoNow } from '../observability/access-log.ts';
 import type { Logger } from '../observability/logger.ts';
-import type { Exchange } from '../proxy/exchange.ts';
 import { filterResponseHeaders } from '../proxy/headers.ts';
 import type { RouteRuntime, Runtime } from '../proxy/route-runtime.ts';
 
@@ -24,6 +24,62 @@ export interface JobsHostOptions {
   runtime: () => Runtime;
   /** Test seam: an already open store. */
   store?: JobStore;
+  /** Writes an access-log line and feeds metrics: job-resource requests and job ends. */
+  record?: (entry: AccessLogEntry) => void;
+}
+
+/** An auto/prefer job whose upstream call runs in this process (the exchange holding it). */
+export interface RunningJob {
+  /** DELETE on the job: abort the upstream call. */
+  cancelJob(): void;
+  /** The gateway stops: abort the call, the job ends `failed` with `interrupted`. */
+  interruptJob(): Promise<void>;
+}
+
+const JOB_OUTCOME = {
+  completed: 'job_completed',
+  failed: 'job_failed',
+  cancelled: 'job_cancelled',
+} as const;
+
+/**
+ * The access-log line written when a job ends (SPEC §5): the original request's id, the route, the
+ * upstream's status (or the problem's for a failed job, 499 for a cancelled one), the phase of a
+ * timeout, and the time from the original request's arrival to the end.
+ */
+export function jobEndEntry(job: JobRecord, rt: RouteRuntime | undefined): AccessLogEntry {
+  const status =
+    job.status === 'completed'
+      ? (job.result_meta?.status ?? 0)
+      : job.status === 'failed'
+        ? (job.error?.status ?? 502)
+        : 499;
+  const outcome = JOB_OUTCOME[job.status as keyof typeof JOB_OUTCOME];
+  return {
+    time: isoNow(),
+    request_id: job.request_id ?? '',
+    method: job.request?.method ?? '',
+    path: job.request?.path ?? '',
+    route: job.route,
+    upstream: rt?.upstream.name ?? null,
+    target: null,
+    status,
+    outcome,
+    phase: job.error?.phase ?? null,
+    error: job.error?.code ?? null,
+    client: undefined,
+    bytes_in: job.request?.body?.length ?? 0,
+    bytes_out: job.result_meta?.size ?? 0,
+    attempts: job.attempts,
+    retries: Math.max(0, job.attempts - 1),
+    dns: null,
+    connect: null,
+    tls: null,
+    ttfb: null,
+    total: Math.max(0, job.updated_at - (job.received_at ?? job.created_at)),
+    budget_ms: rt?.route.async?.timeout ?? job.error?.timeout_ms ?? 0,
+    job: job.id,
+  };
 }
 
 function routeOf(runtime: Runtime, name: string): RouteRuntime | undefined {
@@ -40,11 +96,12 @@ export class JobsHost {
   readonly worker: QueueWorker;
   readonly logger: Logger;
   /** Auto/prefer jobs whose upstream call runs in this process, by job id. */
-  readonly running = new Map<string, Exchange>();
+  readonly running = new Map<string, RunningJob>();
   #prefix: string;
   readonly #janitor: Janitor;
   readonly #callbacks: CallbackSender;
   readonly #detachCallbacks: () => void;
+  readonly #detachLog: () => void;
   readonly #runtime: () => Runtime;
 
   constructor(config: EffectiveConfig, options: JobsHostOptions) {
@@ -56,6 +113,7 @@ export class JobsHost {
       store: this.store,
       prefix: this.#prefix,
       logger: this.logger,
+      log: options.record,
       onCancel: (id) => {
         this.running.get(id)?.cancelJob();
         this.worker.cancel(id);
@@ -78,6 +136,12 @@ export class JobsHost {
       policyFor: (route) => routeOf(this.#runtime(), route)?.route.async?.callback,
     });
     this.#detachCallbacks = this.#callbacks.attach(this.store);
+    const record = options.record;
+    this.#detachLog = record
+      ? this.store.onFinal((job) => {
+          record(jobEndEntry(job, routeOf(this.#runtime(), job.route)));
+        })
+      : () => {};
   }
 
   get prefix(): string {
@@ -175,6 +239,7 @@ export class JobsHost {
     await Promise.all([...this.running.values()].map((ex) => ex.interruptJob()));
     await this.#janitor.stop();
     this.#detachCallbacks();
+    this.#detachLog();
     await this.#callbacks.close();
     await this.store.close();
   }

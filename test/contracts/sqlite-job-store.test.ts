@@ -187,3 +187,41 @@ describe('SqliteJobStore specifics', () => {
     }
   });
 });
+
+describe('schema version 2', () => {
+  test('a job keeps the id and arrival of the request that created it; a version 1 file is upgraded in place', async () => {
+    const path = freshPath();
+    // A file as version 1 left it: the jobs table without request_id / received_at.
+    const first = new SqliteJobStore(path, { heartbeatMs: 0 });
+    await first.close();
+    const db = new DatabaseSync(path);
+    db.exec('ALTER TABLE jobs DROP COLUMN request_id');
+    db.exec('ALTER TABLE jobs DROP COLUMN received_at');
+    db.exec('PRAGMA user_version = 1');
+    db.close();
+
+    const store = new SqliteJobStore(path, { heartbeatMs: 0 });
+    try {
+      const id = newJobId();
+      await store.create({
+        id,
+        route: 'r',
+        mode: 'auto',
+        status: 'running',
+        keep_ms: 60_000,
+        max_result: 1024,
+        idempotent: true,
+        request_id: '01JREQUEST0000000000000000',
+        received_at: 1_700_000_000_123,
+      });
+      const job = await store.get(id);
+      assert.equal(job?.request_id, '01JREQUEST0000000000000000');
+      assert.equal(job?.received_at, 1_700_000_000_123);
+    } finally {
+      await store.close();
+    }
+    const check = new DatabaseSync(path);
+    assert.equal((check.prepare('PRAGMA user_version').get() as { user_version: number }).user_version, 2);
+    check.close();
+  });
+});

@@ -324,7 +324,7 @@ routes:
 });
 
 describe('load shedding', () => {
-  test('a request whose remaining budget is below the route recent p50 is shed at once, the upstream untouched', async (t) => {
+  test('a request whose remaining budget is below the route recent p5 is answered 504 budget-exhausted at once, the upstream untouched', async (t) => {
     const demo = await startDemoUpstream({ port: 0 });
     const gw = await startTestGateway(`
 upstreams:
@@ -344,12 +344,16 @@ routes:
     const t0 = performance.now();
     const res = await fetch(gw.url('/slow?ms=300'), { headers: { 'x-timeout-ms': '100' } });
     assert.ok(performance.now() - t0 < 90, 'answered at once');
-    assert.equal(res.status, 503);
+    assert.equal(res.status, 504);
+    assert.equal(res.headers.get('proxy-status'), 'sluice; error=http_response_timeout');
     const p = await problemOf(res);
-    assert.equal(p.type, 'https://sluice.dev/problems/overloaded');
-    assert.match(p.detail, /below the recent median/);
+    assert.equal(p.type, 'https://sluice.dev/problems/budget-exhausted');
+    assert.match(p.detail, /below the 5th-percentile latency/);
+    assert.equal(p.timeout_ms, 100);
     assert.equal(demo.stats.requests, before, 'the upstream was not called');
-    assert.equal((await gw.entry(p.request_id)).outcome, 'shed');
+    const entry = await gw.entry(p.request_id);
+    assert.equal(entry.outcome, 'shed');
+    assert.equal(entry.budget_source, 'client');
     // With enough budget the same request goes through.
     assert.equal((await fetch(gw.url('/slow?ms=10'), { headers: { 'x-timeout-ms': '5000' } })).status, 200);
   });
