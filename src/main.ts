@@ -54,6 +54,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     logger,
     // SLUICE_METRICS=off skips per-request metric recording (to measure its cost; docs/metrics.md).
     onRequest: process.env.SLUICE_METRICS === 'off' ? undefined : observability.onRequest,
+    onUpstreamEvent: observability.onUpstreamEvent,
     jobStore: options.jobStore,
   });
   inflight.gateway = gateway;

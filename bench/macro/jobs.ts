@@ -96,18 +96,25 @@ async function serve(): Promise<void> {
         const s = (performance.now() - t0) / 1000;
         res.end(JSON.stringify({ n, seconds: s }));
       } else if (url === '/drain') {
-        const before = await store.counts();
+        // Totals over every route, by status.
+        const totals = async () => {
+          const t: Record<string, number> = {};
+          for (const perRoute of Object.values(await store.counts()))
+            for (const [status, n] of Object.entries(perRoute)) t[status] = (t[status] ?? 0) + n;
+          return t;
+        };
+        const before = await totals();
         const t0 = performance.now();
         worker.start();
         worker.nudge();
         for (;;) {
-          const c = await store.counts();
-          if (c.queued + c.running === 0) break;
+          const c = await totals();
+          if ((c.queued ?? 0) + (c.running ?? 0) === 0) break;
           await new Promise((r) => setTimeout(r, 250));
         }
         const s = (performance.now() - t0) / 1000;
         await worker.stop(1_000);
-        const after = await store.counts();
+        const after = await totals();
         res.end(JSON.stringify({ seconds: s, before, after, stats: worker.stats }));
       } else {
         res.end('ok');
@@ -201,15 +208,17 @@ async function run(): Promise<void> {
       before: Record<string, number>;
       after: Record<string, number>;
     }>(`${base}/drain`);
-    const delivered = drain.after.completed - drain.before.completed;
-    log(`${sync}: delivered ${delivered} in ${drain.seconds.toFixed(2)} s (failed ${drain.after.failed})`);
+    const delivered = (drain.after.completed ?? 0) - (drain.before.completed ?? 0);
+    log(
+      `${sync}: delivered ${delivered} in ${drain.seconds.toFixed(2)} s (failed ${drain.after.failed ?? 0})`,
+    );
     rows.push([
       sync,
       fmtInt(creates.n / creates.seconds),
       fmtInt(w.rps),
       `${(w.p50us / 1000).toFixed(2)} / ${(w.p99us / 1000).toFixed(2)}`,
       fmtInt(delivered / drain.seconds),
-      String(drain.after.failed),
+      String(drain.after.failed ?? 0),
     ]);
     await server.stop();
   }

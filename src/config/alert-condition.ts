@@ -4,12 +4,14 @@
  *   timeout_rate > N%               share of requests that timed out
  *   error_rate > N%                 share of requests that failed (timeouts, 5xx, upstream errors)
  *   circuit_open                    the route's upstream circuit is open
+ *   target_down                     a target of the upstream failed its health check or is ejected
  */
 export type AlertCondition =
   | { kind: 'latency'; percentile: 50 | 95 | 99; threshold: number }
   | { kind: 'timeout_rate'; threshold: number }
   | { kind: 'error_rate'; threshold: number }
-  | { kind: 'circuit_open' };
+  | { kind: 'circuit_open' }
+  | { kind: 'target_down' };
 
 const LATENCY = /^p(50|95|99)\s*>\s*(\d+(?:\.\d+)?)%\s+of\s+timeout$/;
 const RATE = /^(timeout_rate|error_rate)\s*>\s*(\d+(?:\.\d+)?)%$/;
@@ -18,11 +20,12 @@ const RATE = /^(timeout_rate|error_rate)\s*>\s*(\d+(?:\.\d+)?)%$/;
 export function parseAlertCondition(text: string): AlertCondition | string {
   const t = text.trim();
   if (t === 'circuit_open') return { kind: 'circuit_open' };
+  if (t === 'target_down') return { kind: 'target_down' };
   let m = LATENCY.exec(t);
   if (m) return { kind: 'latency', percentile: Number(m[1]) as 50 | 95 | 99, threshold: Number(m[2]) / 100 };
   m = RATE.exec(t);
   if (m) return { kind: m[1] as 'timeout_rate' | 'error_rate', threshold: Number(m[2]) / 100 };
-  return `cannot read condition "${text}": expected "p95 > 80% of timeout", "timeout_rate > 1%", "error_rate > 5%" or "circuit_open"`;
+  return `cannot read condition "${text}": expected "p95 > 80% of timeout", "timeout_rate > 1%", "error_rate > 5%", "circuit_open" or "target_down"`;
 }
 
 export function describeCondition(c: AlertCondition): string {
@@ -30,7 +33,8 @@ export function describeCondition(c: AlertCondition): string {
     case 'latency':
       return `p${c.percentile} > ${Math.round(c.threshold * 1000) / 10}% of timeout`;
     case 'circuit_open':
-      return 'circuit_open';
+    case 'target_down':
+      return c.kind;
     default:
       return `${c.kind} > ${Math.round(c.threshold * 1000) / 10}%`;
   }

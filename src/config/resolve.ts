@@ -100,7 +100,11 @@ export interface EffectiveConfig {
   readonly jobs: File['jobs'];
   readonly alerts: {
     readonly webhook: string | undefined;
+    /** Signs webhook bodies (Sluice-Signature) when set. */
+    readonly secret: string | undefined;
     readonly window: number;
+    /** Requests a window must hold before latency and rate rules judge it. */
+    readonly minRequests: number;
     readonly rules: readonly AlertRule[];
   };
 }
@@ -242,7 +246,9 @@ export function resolveConfig(
     jobs: Object.freeze({ ...file.jobs }),
     alerts: Object.freeze({
       webhook: file.alerts.webhook,
+      secret: file.alerts.secret,
       window: file.alerts.window,
+      minRequests: file.alerts.min_requests,
       rules: Object.freeze(rules),
     }),
   });

@@ -320,6 +320,14 @@ export const configSchema = z.strictObject({
         .url()
         .optional()
         .meta({ description: 'Slack-compatible webhook receiving firing/resolved alerts.' }),
+      secret: z.string().min(16).optional().meta({
+        description:
+          'HMAC-SHA256 key (at least 16 characters) signing every webhook body as `Sluice-Signature: t=<unix seconds>,v1=<hex>`, like job callbacks. Default: unsigned.',
+      }),
+      min_requests: z.number().int().min(1).default(20).meta({
+        description:
+          'Latency and rate rules judge a route only once its window holds this many requests; below it an alert neither starts nor resolves. Default 20.',
+      }),
       window: duration('Sliding window of latency percentiles and rates. Default 30s.').default(30_000),
       rules: z
         .array(
@@ -327,13 +335,13 @@ export const configSchema = z.strictObject({
             name: name.meta({ description: 'Rule name, shown in notifications.' }),
             when: z.string().meta({
               description:
-                'Condition: "p50|p95|p99 > N% of timeout", "timeout_rate > N%", "error_rate > N%" or "circuit_open".',
+                'Condition: "p50|p95|p99 > N% of timeout" (the timeout that fires first: ttfb when it is below total, else total), "timeout_rate > N%", "error_rate > N%", "circuit_open", or "target_down" (per upstream: a target failed its health check or is ejected).',
             }),
             for: duration('How long the condition must hold before firing. Default 10s.').default(10_000),
-            routes: z
-              .array(z.string())
-              .optional()
-              .meta({ description: 'Only these routes (default: every route).' }),
+            routes: z.array(z.string()).optional().meta({
+              description:
+                'Only these routes (default: every route); for target_down, the upstreams of these routes.',
+            }),
           }),
         )
         .default([]),

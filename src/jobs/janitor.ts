@@ -6,7 +6,7 @@
  * run once before serving; see docs/async.md.
  */
 import { type Logger, silentLogger } from '../observability/logger.ts';
-import { JOB_STATUSES, type JobStatus, type JobStore, type RecoveryReport } from './job-store.ts';
+import type { JobCounts, JobStore, RecoveryReport } from './job-store.ts';
 
 export interface JanitorOptions {
   readonly store: JobStore;
@@ -25,10 +25,7 @@ export class Janitor {
   #timer: NodeJS.Timeout | undefined;
   #countsTimer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
-  #counts: Record<JobStatus, number> = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<
-    JobStatus,
-    number
-  >;
+  #counts: JobCounts = {};
 
   constructor(options: JanitorOptions) {
     this.#store = options.store;
@@ -37,8 +34,8 @@ export class Janitor {
     this.#logger = options.logger ?? silentLogger;
   }
 
-  /** Job counts by status as of the last refresh (for `sluice_jobs{status}`). */
-  get counts(): Readonly<Record<JobStatus, number>> {
+  /** Job counts by route and status as of the last refresh (for `sluice_jobs{route,status}`). */
+  get counts(): Readonly<JobCounts> {
     return this.#counts;
   }
 

@@ -29,6 +29,9 @@ import type { Phase } from '../errors.ts';
 
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
+/** Jobs per route, then per status (every status present, 0 when none). */
+export type JobCounts = Record<string, Record<JobStatus, number>>;
+
 export const JOB_STATUSES: readonly JobStatus[] = Object.freeze([
   'queued',
   'running',
@@ -294,8 +297,8 @@ export interface JobStore {
   /** Deletes final jobs (and their results) whose `expires_at` ≤ now. Returns how many. */
   purgeExpired(now?: number): Promise<number>;
 
-  /** Number of jobs in each status (metrics). */
-  counts(): Promise<Record<JobStatus, number>>;
+  /** Number of jobs in each status, per route that has any (metrics). */
+  counts(): Promise<JobCounts>;
 
   /**
    * Long-poll support: resolves with the job as soon as it is final (at once if it already is), or with

@@ -29,6 +29,7 @@ import {
   type CompleteOutcome,
   isFinal,
   JOB_STATUSES,
+  type JobCounts,
   type JobError,
   type JobMode,
   type JobRecord,
@@ -310,7 +311,7 @@ export class SqliteJobStore implements JobStore {
       expired: p(`SELECT id FROM jobs WHERE status IN ${FINAL_SQL} AND expires_at <= ? LIMIT 500`),
       deleteJob: p('DELETE FROM jobs WHERE id = ?'),
       deleteChunks: p('DELETE FROM job_chunks WHERE job_id = ?'),
-      counts: p('SELECT status, count(*) AS n FROM jobs GROUP BY status'),
+      counts: p('SELECT route, status, count(*) AS n FROM jobs GROUP BY route, status'),
     };
   }
 
@@ -653,10 +654,19 @@ export class SqliteJobStore implements JobStore {
     }
   }
 
-  async counts(): Promise<Record<JobStatus, number>> {
-    const out = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<JobStatus, number>;
-    const rows = this.#run('counts', () => this.#s.counts.all() as { status: JobStatus; n: number }[]);
-    for (const r of rows) out[r.status] = r.n;
+  async counts(): Promise<JobCounts> {
+    const out: JobCounts = {};
+    const rows = this.#run(
+      'counts',
+      () => this.#s.counts.all() as { route: string; status: JobStatus; n: number }[],
+    );
+    for (const r of rows) {
+      const perRoute = (out[r.route] ??= Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<
+        JobStatus,
+        number
+      >);
+      perRoute[r.status] = r.n;
+    }
     return out;
   }
 

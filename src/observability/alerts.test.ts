@@ -58,10 +58,11 @@ upstreams: { demo: { targets: [http://127.0.0.1:9000] }, billing: { targets: [ht
 routes:
   - { name: reports, match: { path: /reports }, upstream: demo, timeouts: { total: 10s } }
   - { name: pay, match: { path: /pay }, upstream: billing, timeouts: { total: 5s } }
-  - { name: stream, match: { path: / }, upstream: demo, timeouts: { total: 0s } }
+  - { name: stream, match: { path: / }, upstream: demo, timeouts: { total: 0s, ttfb: 0s } }
 alerts:
   ${webhook ? `webhook: ${webhook}` : ''}
   window: 30s
+  min_requests: 5
   rules:
     - { name: headroom, when: p95 > 70% of timeout, for: 10s, routes: [reports, stream] }
     - { name: timeouts, when: timeout_rate > 1%, for: 0s, routes: [pay] }
@@ -124,6 +125,7 @@ test('fires only after the condition held for `for`, once; resolves once; webhoo
     {
       rule: 'headroom',
       route: 'reports',
+      upstream: 'demo',
       firing: true,
     },
   );
@@ -140,7 +142,7 @@ test('fires only after the condition held for `for`, once; resolves once; webhoo
   const [fire, resolved] = hook.bodies;
   assert.equal(
     fire.text,
-    "🔴 FIRING headroom on route 'reports': p95 7.1s is 71% of its 10s timeout (threshold 70%) for 10s",
+    "🔴 FIRING headroom on route 'reports': p95 7.1s is 71% of its total 10s timeout (threshold 70%) for 10s",
   );
   assert.deepEqual(
     {
@@ -174,7 +176,7 @@ test('fires only after the condition held for `for`, once; resolves once; webhoo
   assert.equal(resolved.state, 'resolved');
   assert.equal(
     resolved.text,
-    "✅ RESOLVED headroom on route 'reports': p95 1.2s is 12% of its 10s timeout (threshold 70%), after firing for 21s",
+    "✅ RESOLVED headroom on route 'reports': p95 1.2s is 12% of its total 10s timeout (threshold 70%), after firing for 21s",
   );
   assert.equal(resolved.since, fire.since);
   assert.deepEqual(
@@ -193,7 +195,7 @@ test('fires only after the condition held for `for`, once; resolves once; webhoo
   );
 });
 
-test('a latency rule never fires on a route without a total budget, nor on an empty window', (t) => {
+test('a latency rule never fires on a route without a ttfb or total budget, nor on an empty window', (t) => {
   const { e, stats, run } = engine(t);
   stats.set('stream', { ...EMPTY, count: 50, p95: 999_999 });
   stats.set('reports', { ...EMPTY, count: 0 });
@@ -212,7 +214,7 @@ test('timeout_rate with for: 0s fires on the first round; the text names the rat
   const [n] = e.history();
   assert.equal(
     n.text,
-    "🔴 FIRING timeouts on route 'pay': 3.2% of 250 requests in the last 30s timed out (threshold 1%, timeout 5s) for 0s",
+    "🔴 FIRING timeouts on route 'pay': 3.2% of 250 requests in the last 30s timed out (threshold 1%, timeout total 5s) for 0s",
   );
   assert.equal(n.value, 0.032);
   assert.equal(n.threshold, 0.01);
@@ -305,4 +307,58 @@ test('webhook: a stuck receiver fills the bounded queue, the oldest are dropped,
   await sender.close();
   assert.ok(performance.now() - t0 < 1_000, 'close() aborts the hanging delivery');
   assert.equal(hook.hits, 1);
+});
+
+test('min_requests: below it a rule neither starts nor resolves; an emptied window resolves on "no requests"', (t) => {
+  const { e, stats, run } = engine(t);
+  // 4 requests, all timed out: below min_requests (5), no verdict.
+  stats.set('pay', { ...EMPTY, count: 4, timeouts: 4 });
+  run(3);
+  assert.equal(e.history().length, 0);
+  assert.deepEqual(e.active(), []);
+  stats.set('pay', { ...EMPTY, count: 5, timeouts: 1 });
+  run(1);
+  assert.equal(e.history()[0].state, 'firing');
+  // Down to 2 requests with none timed out: still no verdict, so no RESOLVED built on 2 requests.
+  stats.set('pay', { ...EMPTY, count: 2 });
+  run(5);
+  assert.equal(e.history().length, 1);
+  assert.equal(e.active()[0].state, 'firing');
+  // The window empties: resolved, saying why, never "0% of 0 requests".
+  stats.set('pay', EMPTY);
+  run(1);
+  assert.equal(e.history().length, 2);
+  assert.match(
+    e.history()[0].text,
+    /^✅ RESOLVED timeouts on route 'pay': no requests in the last 30s, after firing for 6s$/,
+  );
+});
+
+test('target_down fires per upstream naming the targets, and resolves when they are back', (t) => {
+  const base = engine(t);
+  const config = loadConfigText(
+    yaml().replace('  rules:\n', '  rules:\n    - { name: down, when: target_down, for: 2s }\n'),
+    'test.yaml',
+  );
+  base.e.reload(config);
+  let down: string[] = ['http://127.0.0.1:9001'];
+  base.e.setTargetsDown((u) => (u === 'billing' ? down : []));
+  base.run(3);
+  const fired = base.e.history().filter((n) => n.alert === 'down');
+  assert.equal(fired.length, 1);
+  assert.equal(fired[0].upstream, 'billing');
+  assert.equal(fired[0].route, '');
+  assert.deepEqual(fired[0].targets_down, ['http://127.0.0.1:9001']);
+  assert.equal(
+    fired[0].text,
+    "🔴 FIRING down on upstream 'billing': 1 target(s) down: http://127.0.0.1:9001 for 2s",
+  );
+  const states = [...base.e.states()].filter((s) => s.rule === 'down');
+  assert.deepEqual(
+    states.map((s) => `${s.upstream}:${s.firing}`),
+    ['demo:false', 'billing:true'],
+  );
+  down = [];
+  base.run(1);
+  assert.match(base.e.history()[0].text, /^✅ RESOLVED down on upstream 'billing': every target is back/);
 });

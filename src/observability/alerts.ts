@@ -14,6 +14,8 @@ import { Agent, type Dispatcher, request } from 'undici';
 import { type Clock, systemClock } from '../clock.ts';
 import type { AlertRule, EffectiveConfig, EffectiveRoute } from '../config/resolve.ts';
 import { formatDuration } from '../config/units.ts';
+import { signBody } from '../signature.ts';
+import { type HeadroomLimit, headroomLimit, limitText } from './headroom.ts';
 import type { WindowStats } from './latency-window.ts';
 import type { Logger } from './logger.ts';
 
@@ -27,16 +29,22 @@ export interface AlertNotification {
   state: AlertState;
   /** The rule's condition as written (`p95 > 80% of timeout`). */
   condition: string;
+  /** The route ('' for target_down, which is about an upstream). */
   route: string;
   upstream: string;
   /**
-   * The measured value, in the unit of `threshold`: the latency percentile ÷ the route's timeout
-   * (latency rules), the share of requests (rate rules), 1 or 0 (circuit_open).
+   * The measured value, in the unit of `threshold`: the latency percentile ÷ the limit that fires
+   * first (latency rules), the share of requests (rate rules), 1 or 0 (circuit_open), the number of
+   * targets down (target_down).
    */
   value: number;
   threshold: number;
-  /** The route's effective total timeout (0: disabled). */
+  /** The limit latency rules measure against, in ms: ttfb when it is below total, else total (0: none). */
   timeout_ms: number;
+  /** Which phase `timeout_ms` is: `ttfb` or `total`. */
+  timeout_phase?: 'ttfb' | 'total';
+  /** target_down: the targets that are down (failed health check or ejected). */
+  targets_down?: string[];
   /** The sliding window the value is measured over. */
   window_s: number;
   /** When the condition started holding (ISO 8601). */
@@ -70,6 +78,8 @@ export interface AlertEngineOptions {
   window: (route: string) => WindowStats | undefined;
   /** Whether the circuit of an upstream is open; absent: circuit_open never fires. */
   circuitOpen?: (upstream: string) => boolean;
+  /** Targets of an upstream that are down; absent: target_down never fires. */
+  targetsDown?: (upstream: string) => readonly string[];
   /** Webhook delivery settings (tests shorten them). */
   webhook?: Partial<Omit<WebhookOptions, 'url' | 'logger'>>;
   /** Notifications kept for `GET /api/alerts` (default 100). */
@@ -79,7 +89,10 @@ export interface AlertEngineOptions {
 interface Instance {
   readonly key: string;
   readonly rule: AlertRule;
-  route: EffectiveRoute;
+  /** undefined for target_down, which is evaluated per upstream. */
+  route: EffectiveRoute | undefined;
+  upstream: string;
+  limit: HeadroomLimit | undefined;
   /** Since when (clock ms) the condition holds; undefined when it does not. */
   since: number | undefined;
   firingSince: number | undefined;
@@ -91,6 +104,9 @@ interface Measure {
   value: number;
   latencyMs?: number;
   requests?: number;
+  /** The window is empty: a firing alert resolves on "no requests", never on "0% of 0". */
+  empty?: boolean;
+  down?: readonly string[];
 }
 
 const pct = (x: number) => {
@@ -123,6 +139,7 @@ export class AlertEngine {
   #instances = new Map<string, Instance>();
   #webhook: WebhookSender | undefined;
   #circuitOpen: ((upstream: string) => boolean) | undefined;
+  #targetsDown: ((upstream: string) => readonly string[]) | undefined;
 
   constructor(config: EffectiveConfig, options: AlertEngineOptions) {
     this.#options = options;
@@ -131,6 +148,7 @@ export class AlertEngine {
     this.#logger = options.logger;
     this.#historySize = options.historySize ?? 100;
     this.#circuitOpen = options.circuitOpen;
+    this.#targetsDown = options.targetsDown;
     this.#config = config;
     this.reload(config);
   }
@@ -144,37 +162,56 @@ export class AlertEngine {
     this.#circuitOpen = fn;
   }
 
+  setTargetsDown(fn: ((upstream: string) => readonly string[]) | undefined): void {
+    this.#targetsDown = fn;
+  }
+
   /** Applies a new config: alerts of (rule, route) pairs that still exist keep their state. */
   reload(config: EffectiveConfig): void {
     this.#config = config;
     const next = new Map<string, Instance>();
+    const add = (rule: AlertRule, key: string, route: EffectiveRoute | undefined, upstream: string) => {
+      const limit = route ? headroomLimit(route.timeouts) : undefined;
+      const old = this.#instances.get(key);
+      if (old && old.rule.when === rule.when && old.rule.for === rule.for) {
+        next.set(key, { ...old, rule, route, upstream, limit });
+      } else {
+        next.set(key, {
+          key,
+          rule,
+          route,
+          upstream,
+          limit,
+          since: undefined,
+          firingSince: undefined,
+          last: undefined,
+        });
+      }
+    };
     for (const rule of config.alerts.rules) {
       const names = rule.routes ? new Set(rule.routes) : undefined;
-      for (const route of config.routes) {
-        if (names && !names.has(route.name)) continue;
-        const key = `${rule.name}\0${route.name}`;
-        const old = this.#instances.get(key);
-        if (old && old.rule.when === rule.when && old.rule.for === rule.for) {
-          next.set(key, { ...old, rule, route });
-        } else {
-          next.set(key, { key, rule, route, since: undefined, firingSince: undefined, last: undefined });
-        }
-      }
+      const routes = config.routes.filter((r) => !names || names.has(r.name));
+      if (rule.condition.kind === 'target_down') {
+        // About an upstream, not a route: one alert per upstream (of the listed routes, or all).
+        const ups = names ? new Set(routes.map((r) => r.upstream)) : new Set(Object.keys(config.upstreams));
+        for (const u of ups) add(rule, `${rule.name}\0\0${u}`, undefined, u);
+      } else for (const route of routes) add(rule, `${rule.name}\0${route.name}`, route, route.upstream);
     }
     for (const [key, old] of this.#instances) {
       if (old.firingSince !== undefined && next.get(key)?.firingSince === undefined) {
         this.#logger.info(
-          { alert: old.rule.name, route: old.route.name },
-          `alert ${old.rule.name} on route '${old.route.name}' dropped by a config reload while firing`,
+          { alert: old.rule.name, route: old.route?.name ?? '', upstream: old.upstream },
+          `alert ${old.rule.name} on ${subject(old)} dropped by a config reload while firing`,
         );
       }
     }
     this.#instances = next;
     const url = config.alerts.webhook;
-    if (this.#webhook?.url !== url) {
+    const secret = config.alerts.secret;
+    if (this.#webhook?.url !== url || this.#webhook?.secret !== secret) {
       void this.#webhook?.close();
       this.#webhook = url
-        ? new WebhookSender({ ...this.#options.webhook, url, logger: this.#logger })
+        ? new WebhookSender({ ...this.#options.webhook, url, secret, logger: this.#logger })
         : undefined;
     }
   }
@@ -184,8 +221,10 @@ export class AlertEngine {
     const now = this.#clock.now();
     for (const inst of this.#instances.values()) {
       const m = this.#measure(inst);
+      // No verdict (too few requests for the rule to judge): the alert neither starts nor resolves.
+      if (m === undefined) continue;
       inst.last = m;
-      if (m?.holds) {
+      if (m.holds) {
         inst.since ??= now;
         if (inst.firingSince === undefined && now - inst.since >= inst.rule.for) {
           inst.firingSince = now;
@@ -207,8 +246,8 @@ export class AlertEngine {
       out.push({
         alert: inst.rule.name,
         condition: inst.rule.when,
-        route: inst.route.name,
-        upstream: inst.route.upstream,
+        route: inst.route?.name ?? '',
+        upstream: inst.upstream,
         state: inst.firingSince === undefined ? 'pending' : 'firing',
         value: inst.last.value,
         threshold: threshold(inst.rule),
@@ -219,10 +258,18 @@ export class AlertEngine {
     return out.sort((a, b) => (a.state === b.state ? 0 : a.state === 'firing' ? -1 : 1));
   }
 
-  /** Every (rule, route) pair evaluated, and whether it fires (for `sluice_alerts_firing`). */
-  *states(): Iterable<{ rule: string; route: string; firing: boolean }> {
+  /**
+   * Every (rule, route) pair evaluated, and whether it fires (for `sluice_alerts_firing`); target_down
+   * alerts have route '' and their upstream.
+   */
+  *states(): Iterable<{ rule: string; route: string; upstream: string; firing: boolean }> {
     for (const inst of this.#instances.values())
-      yield { rule: inst.rule.name, route: inst.route.name, firing: inst.firingSince !== undefined };
+      yield {
+        rule: inst.rule.name,
+        route: inst.route?.name ?? '',
+        upstream: inst.upstream,
+        firing: inst.firingSince !== undefined,
+      };
   }
 
   /** Recent notifications, newest first. */
@@ -239,30 +286,41 @@ export class AlertEngine {
     return new Date(t + this.#wallOffset).toISOString();
   }
 
+  /** The rule's verdict now; undefined when it cannot judge (too few requests, no limit). */
   #measure(inst: Instance): Measure | undefined {
     const c = inst.rule.condition;
-    const route = inst.route;
     if (c.kind === 'circuit_open') {
       let open = false;
       try {
-        open = this.#circuitOpen?.(route.upstream) ?? false;
+        open = this.#circuitOpen?.(inst.upstream) ?? false;
       } catch {
         // A failing provider must not stop the other alerts: treat it as closed.
       }
       return { holds: open, value: open ? 1 : 0 };
     }
+    if (c.kind === 'target_down') {
+      let down: readonly string[] = [];
+      try {
+        down = this.#targetsDown?.(inst.upstream) ?? [];
+      } catch {
+        // As above: a failing provider reads as nothing down.
+      }
+      return { holds: down.length > 0, value: down.length, down };
+    }
+    const route = inst.route as EffectiveRoute;
     const w = this.#options.window(route.name);
     if (!w) return undefined;
+    if (w.count === 0) return { holds: false, value: 0, requests: 0, empty: true };
+    if (w.count < this.#config.alerts.minRequests) return undefined;
     if (c.kind === 'latency') {
-      const budget = route.timeouts.total;
-      if (budget === 0) return undefined; // no budget, no headroom
+      if (inst.limit === undefined) return undefined; // no budget, no headroom
       const latencyMs = c.percentile === 50 ? w.p50 : c.percentile === 95 ? w.p95 : w.p99;
-      const value = latencyMs / budget;
-      return { holds: w.count > 0 && value > c.threshold, value, latencyMs, requests: w.count };
+      const value = latencyMs / inst.limit.ms;
+      return { holds: value > c.threshold, value, latencyMs, requests: w.count };
     }
     const n = c.kind === 'timeout_rate' ? w.timeouts : w.errors;
-    const value = w.count === 0 ? 0 : n / w.count;
-    return { holds: w.count > 0 && value > c.threshold, value, requests: w.count };
+    const value = n / w.count;
+    return { holds: value > c.threshold, value, requests: w.count };
   }
 
   #notify(inst: Instance, state: AlertState, m: Measure | undefined, now: number): void {
@@ -274,17 +332,19 @@ export class AlertEngine {
       alert: rule.name,
       state,
       condition: rule.when,
-      route: route.name,
-      upstream: route.upstream,
+      route: route?.name ?? '',
+      upstream: inst.upstream,
       value: Math.round(value * 10_000) / 10_000,
       threshold: threshold(rule),
-      timeout_ms: route.timeouts.total,
+      timeout_ms: inst.limit?.ms ?? 0,
       window_s: this.#config.alerts.window / 1000,
       since: this.#wall(since),
       at: this.#wall(now),
     };
     if (m?.latencyMs !== undefined) n.latency_ms = Math.round(m.latencyMs * 10) / 10;
     if (m?.requests !== undefined) n.requests = m.requests;
+    if (inst.limit) n.timeout_phase = inst.limit.phase;
+    if (m?.down) n.targets_down = [...m.down];
     this.#history.push(n);
     if (this.#history.length > this.#historySize) this.#history.shift();
     const { text, ...fields } = n;
@@ -294,46 +354,59 @@ export class AlertEngine {
   }
 
   #text(inst: Instance, state: AlertState, m: Measure | undefined, now: number): string {
-    const { rule, route } = inst;
+    const { rule } = inst;
     const c = rule.condition;
     const head =
       state === 'firing'
-        ? `🔴 FIRING ${rule.name} on route '${route.name}'`
-        : `✅ RESOLVED ${rule.name} on route '${route.name}'`;
+        ? `🔴 FIRING ${rule.name} on ${subject(inst)}`
+        : `✅ RESOLVED ${rule.name} on ${subject(inst)}`;
     const tail =
       state === 'firing'
         ? ` for ${elapsedText(now - (inst.since ?? now))}`
         : `, after firing for ${elapsedText(now - (inst.firingSince ?? now))}`;
     const windowText = formatDuration(this.#config.alerts.window);
-    const timeoutText = route.timeouts.total === 0 ? 'no' : formatDuration(route.timeouts.total);
+    if (m?.empty) return `${head}: no requests in the last ${windowText}${tail}`;
     switch (c.kind) {
       case 'latency':
         return (
           `${head}: p${c.percentile} ${latencyText(m?.latencyMs ?? 0)} is ${pct(m?.value ?? 0)} of its ` +
-          `${timeoutText} timeout (threshold ${pct(c.threshold)})${tail}`
+          `${limitText(inst.limit)} timeout (threshold ${pct(c.threshold)})${tail}`
         );
       case 'timeout_rate':
       case 'error_rate':
         return (
           `${head}: ${pct(m?.value ?? 0)} of ${m?.requests ?? 0} requests in the last ${windowText} ` +
           `${c.kind === 'timeout_rate' ? 'timed out' : 'failed'} (threshold ${pct(c.threshold)}, ` +
-          `timeout ${timeoutText})${tail}`
+          `timeout ${limitText(inst.limit)})${tail}`
         );
       case 'circuit_open':
-        return `${head}: the circuit of upstream '${route.upstream}' is ${state === 'firing' ? 'open' : 'closed again'}${tail}`;
+        return `${head}: the circuit of upstream '${inst.upstream}' is ${state === 'firing' ? 'open' : 'closed again'}${tail}`;
+      case 'target_down': {
+        const down = m?.down ?? [];
+        return state === 'firing'
+          ? `${head}: ${down.length} target(s) down: ${down.join(', ')}${tail}`
+          : `${head}: every target is back${tail}`;
+      }
     }
   }
 }
 
+/** What an alert is about, for people: `route 'api'` or `upstream 'api'`. */
+function subject(inst: Instance): string {
+  return inst.route ? `route '${inst.route.name}'` : `upstream '${inst.upstream}'`;
+}
+
 function threshold(rule: AlertRule): number {
   const c = rule.condition;
-  return c.kind === 'circuit_open' ? 1 : c.threshold;
+  return c.kind === 'circuit_open' || c.kind === 'target_down' ? 1 : c.threshold;
 }
 
 // ---- webhook delivery ------------------------------------------------------------------------------
 
 export interface WebhookOptions {
   url: string;
+  /** Signs each body as `Sluice-Signature` (HMAC-SHA256) when set. */
+  secret?: string;
   logger: Logger;
   /** Budget of one delivery attempt (connect to the end of the response). Default 5 s. */
   timeoutMs: number;
@@ -348,6 +421,7 @@ export interface WebhookOptions {
 /** Posts notifications one at a time, in order, from a bounded queue; `send` never blocks or throws. */
 export class WebhookSender {
   readonly url: string;
+  readonly secret: string | undefined;
   readonly #o: WebhookOptions;
   readonly #queue: AlertNotification[] = [];
   readonly #agent: Dispatcher;
@@ -359,6 +433,7 @@ export class WebhookSender {
   constructor(options: Partial<WebhookOptions> & Pick<WebhookOptions, 'url' | 'logger'>) {
     this.#o = { timeoutMs: 5_000, retries: 3, backoffMs: 1_000, maxQueue: 100, ...options };
     this.url = options.url;
+    this.secret = options.secret;
     // Its own connection pool: a hanging webhook holds its sockets, nobody else's.
     this.#agent = new Agent({ connections: 2, connectTimeout: this.#o.timeoutMs });
   }
@@ -416,9 +491,13 @@ export class WebhookSender {
     for (let attempt = 0; attempt <= this.#o.retries; attempt++) {
       if (attempt > 0 && !(await this.#sleep(this.#o.backoffMs * 2 ** (attempt - 1)))) return;
       try {
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        // Signed at each attempt: the timestamp is part of what is signed (replay protection).
+        if (this.secret)
+          headers['sluice-signature'] = signBody(this.secret, body, Math.floor(Date.now() / 1000));
         const res = await request(this.url, {
           method: 'POST',
-          headers: { 'content-type': 'application/json' },
+          headers,
           body,
           dispatcher: this.#agent,
           headersTimeout: this.#o.timeoutMs,

@@ -36,7 +36,8 @@ function parseProm(text: string): { samples: Sample[]; types: Map<string, string
     }
     assert.equal(consumed, body.length, `bad labels: ${line}`);
     const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
-    assert.ok(!Number.isNaN(value) || m[3] === 'NaN', `bad value: ${line}`);
+    // prom-client writes NaN as "Nan" (an empty event-loop histogram); Prometheus reads both.
+    assert.ok(!Number.isNaN(value) || m[3] === 'NaN' || m[3] === 'Nan', `bad value: ${line}`);
     samples.push({ name: m[1], labels, value });
   }
   return { samples, types };
@@ -104,8 +105,8 @@ function fixture(stats: Partial<WindowStats> = {}) {
     routes: () => config.routes,
     window: (route) => (route === 'reports' || route === 'open' ? window : undefined),
     alerts: () => [
-      { rule: 'headroom', route: 'reports', firing: true },
-      { rule: 'headroom', route: 'open', firing: false },
+      { rule: 'headroom', route: 'reports', upstream: 'demo', firing: true },
+      { rule: 'headroom', route: 'open', upstream: 'demo', firing: false },
     ],
   });
 }
@@ -198,7 +199,13 @@ test('requests, durations, phases, timeouts and Server-Timing per route, parsed 
   assert.equal(sample(samples, 'sluice_route_timeout_seconds', { route: 'reports' }), 10);
   assert.equal(sample(samples, 'sluice_route_timeout_seconds', { route: 'open' }), 0);
   assert.equal(sample(samples, 'sluice_route_headroom_ratio', { route: 'reports' }), 0.71);
-  assert.equal(sample(samples, 'sluice_route_headroom_ratio', { route: 'open' }), undefined); // no budget
+  // No total budget: measured against ttfb (the built-in 30s), the limit that fires first.
+  assert.equal(sample(samples, 'sluice_route_headroom_ratio', { route: 'reports', limit: 'total' }), 0.71);
+  assert.ok(
+    Math.abs(
+      (sample(samples, 'sluice_route_headroom_ratio', { route: 'open', limit: 'ttfb' }) ?? 0) - 7.1 / 30,
+    ) < 1e-9,
+  );
   assert.equal(sample(samples, 'sluice_route_latency_seconds', { route: 'reports', quantile: '0.95' }), 7.1);
   assert.equal(sample(samples, 'sluice_route_latency_seconds', { route: 'reports', quantile: '0.99' }), 9);
   assert.equal(sample(samples, 'sluice_alerts_firing', { rule: 'headroom', route: 'reports' }), 1);
@@ -228,15 +235,15 @@ test('Server-Timing names are capped per route (upstream-controlled cardinality)
 test('provider metrics appear only once a provider is set, and follow it', async () => {
   const m = fixture();
   let text = await m.text();
-  assert.doesNotMatch(text, /sluice_jobs|sluice_circuit_state|sluice_target_healthy/);
+  assert.doesNotMatch(text, /^sluice_jobs\{|sluice_circuit_state|sluice_target_healthy/m);
   let open = true;
   m.setProviders({
-    jobs: () => ({ queued: 2, running: 1 }),
+    jobs: () => ({ reports: { queued: 2, running: 1 } }),
     circuits: () => ({ demo: open ? 'open' : 'closed', other: 'half-open' }),
   });
   m.setProviders({ targets: () => [{ upstream: 'demo', target: 'http://127.0.0.1:9000', healthy: false }] });
   let { samples } = parseProm((text = await m.text()));
-  assert.equal(sample(samples, 'sluice_jobs', { status: 'queued' }), 2);
+  assert.equal(sample(samples, 'sluice_jobs', { route: 'reports', status: 'queued' }), 2);
   assert.equal(sample(samples, 'sluice_circuit_state', { upstream: 'demo' }), 2);
   assert.equal(sample(samples, 'sluice_circuit_state', { upstream: 'other' }), 1);
   assert.equal(
@@ -245,10 +252,10 @@ test('provider metrics appear only once a provider is set, and follow it', async
   );
   open = false;
   // Setting one provider again keeps the others and does not register twice.
-  m.setProviders({ jobs: () => ({ queued: 5 }) });
+  m.setProviders({ jobs: () => ({ reports: { queued: 5 } }) });
   ({ samples } = parseProm(await m.text()));
   assert.equal(sample(samples, 'sluice_circuit_state', { upstream: 'demo' }), 0);
-  assert.equal(sample(samples, 'sluice_jobs', { status: 'queued' }), 5);
+  assert.equal(sample(samples, 'sluice_jobs', { route: 'reports', status: 'queued' }), 5);
   assert.equal(
     sample(samples, 'sluice_target_healthy', { upstream: 'demo', target: 'http://127.0.0.1:9000' }),
     0,

@@ -10,8 +10,10 @@
  * by the config: route names (never raw paths; '' for requests that matched no route), status codes,
  * the fixed outcome and phase sets, and at most `MAX_TIMING_NAMES` Server-Timing names per route.
  */
+import { readFileSync } from 'node:fs';
 import {
   Counter,
+  collectDefaultMetrics,
   Gauge,
   Histogram,
   type MetricObjectWithValues,
@@ -21,7 +23,19 @@ import {
 import type { EffectiveRoute } from '../config/resolve.ts';
 import type { Phase } from '../errors.ts';
 import type { AccessLogEntry } from './access-log.ts';
+import { headroomLimit } from './headroom.ts';
 import type { WindowStats } from './latency-window.ts';
+
+/** The package version, for `sluice_build_info`. */
+const VERSION: string = (() => {
+  try {
+    return (
+      JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+    ).version;
+  } catch {
+    return 'unknown';
+  }
+})();
 
 /** Whole-request durations: resolve 5 ms at the low end and budgets up to 2 min. */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
@@ -35,8 +49,8 @@ const CIRCUIT_VALUE: Record<CircuitState, number> = { closed: 0, 'half-open': 1,
 
 /** Live state owned by later subsystems; each metric is registered once its provider is set. */
 export interface MetricProviders {
-  /** Job counts by status (`queued`, `running`, `succeeded`, …) → `sluice_jobs{status}`. */
-  jobs?: () => Record<string, number>;
+  /** Job counts by route, then status (`queued`, `running`, `completed`, …) → `sluice_jobs{route,status}`. */
+  jobs?: () => Readonly<Record<string, Readonly<Record<string, number>>>>;
   /** Circuit state per upstream → `sluice_circuit_state{upstream}` (0 closed, 1 half-open, 2 open). */
   circuits?: () => Record<string, CircuitState>;
   /** Health of every target → `sluice_target_healthy{upstream,target}` (1 healthy, 0 not). */
@@ -48,7 +62,7 @@ export interface MetricSources {
   inflight: () => number;
   routes: () => readonly EffectiveRoute[];
   window: (route: string) => WindowStats | undefined;
-  alerts: () => Iterable<{ rule: string; route: string; firing: boolean }>;
+  alerts: () => Iterable<{ rule: string; route: string; upstream: string; firing: boolean }>;
 }
 
 type Labels = Record<string, string>;
@@ -95,15 +109,24 @@ function outcomeKey(outcome: string): number {
   return i;
 }
 
+/** Finished jobs of one route and outcome: the count is the histogram's. */
+interface JobCell {
+  readonly duration: HistogramCell;
+}
+
 /** The hot-path series of one route, bound once; `record` is called for every finished request. */
 export class RouteSeries {
   readonly route: string;
   readonly requests = new Map<number, CounterCell>();
   readonly duration: HistogramCell;
   readonly phases: (HistogramCell | undefined)[] = [undefined, undefined, undefined, undefined];
-  /** Timeouts by phase (index as in PHASES). */
+  /** Timeouts by phase (index as in PHASES) that count against the upstream. */
   readonly timeouts = new Float64Array(PHASES.length);
+  /** Timeouts and sheds that only a client's shorter x-timeout-ms caused (budget_source: client). */
+  clientBudget = 0;
   readonly timing = new Map<string, HistogramCell>();
+  /** Finished jobs by outcome (`job_completed`, `job_failed`, `job_cancelled`). */
+  readonly jobs = new Map<string, JobCell>();
 
   constructor(route: string) {
     this.route = route;
@@ -133,7 +156,10 @@ export class RouteSeries {
     if (e.connect !== null) this.#phase(1, e.connect);
     if (e.dns !== null) this.#phase(0, e.dns);
     if (e.tls !== null) this.#phase(2, e.tls);
-    if (e.outcome === 'timeout') this.timeouts[PHASE_INDEX[e.phase ?? 'total'] ?? 4]++;
+    if (e.outcome === 'timeout' || e.outcome === 'shed') {
+      if (e.budget_source === 'client') this.clientBudget++;
+      else if (e.outcome === 'timeout') this.timeouts[PHASE_INDEX[e.phase ?? 'total'] ?? 4]++;
+    }
     const t = e.upstream_timing;
     if (t !== undefined) {
       for (const name in t) {
@@ -148,6 +174,70 @@ export class RouteSeries {
         h.observe(ms / 1000);
       }
     }
+  }
+
+  /** The line written when a job of this route ended (outcome `job_*`; `total` from its arrival). */
+  recordJob(e: AccessLogEntry): void {
+    let cell = this.jobs.get(e.outcome);
+    if (cell === undefined) {
+      cell = { duration: new HistogramCell({ route: this.route, outcome: e.outcome }, JOB_BUCKETS) };
+      this.jobs.set(e.outcome, cell);
+    }
+    cell.duration.observe(e.total / 1000);
+    // A background call that timed out is a timeout of the route's upstream like any other.
+    if (e.outcome === 'job_failed' && e.error === 'upstream-timeout')
+      this.timeouts[PHASE_INDEX[e.phase ?? 'total'] ?? 4]++;
+  }
+}
+
+/** Jobs run under async.timeout (default 15 min): buckets up to an hour. */
+export const JOB_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600];
+
+/** Requests and latency of one target of an upstream (the one that served the last try). */
+class TargetSeries {
+  readonly upstream: string;
+  readonly target: string;
+  readonly requests = new Map<number, CounterCell>();
+  readonly duration: HistogramCell;
+  ejections = 0;
+
+  constructor(upstream: string, target: string) {
+    this.upstream = upstream;
+    this.target = target;
+    this.duration = new HistogramCell({ upstream, target }, DURATION_BUCKETS);
+  }
+
+  record(e: AccessLogEntry): void {
+    const cell = this.requests.get(e.status);
+    if (cell) cell.value++;
+    else
+      this.requests.set(e.status, {
+        labels: { upstream: this.upstream, target: this.target, status: String(e.status) },
+        value: 1,
+      });
+    this.duration.observe(e.total / 1000);
+  }
+}
+
+/** The series of one upstream: its targets and its retries. */
+export class UpstreamSeries {
+  readonly upstream: string;
+  readonly targets = new Map<string, TargetSeries>();
+  retries = 0;
+
+  constructor(upstream: string) {
+    this.upstream = upstream;
+  }
+
+  target(origin: string): TargetSeries {
+    let t = this.targets.get(origin);
+    if (t === undefined) this.targets.set(origin, (t = new TargetSeries(this.upstream, origin)));
+    return t;
+  }
+
+  record(e: AccessLogEntry): void {
+    if (e.retries > 0) this.retries += e.retries;
+    if (e.target !== null) this.target(e.target).record(e);
   }
 }
 
@@ -203,11 +293,123 @@ export class Metrics {
   readonly registry = new Registry();
   readonly contentType: string = this.registry.contentType;
   readonly #series = new Map<string, RouteSeries>();
+  readonly #upstreams = new Map<string, UpstreamSeries>();
+  readonly #reloads = { success: 0, failure: 0, lastSuccess: 0, lastAt: 0 };
   #providers: MetricProviders = {};
 
   constructor(sources: MetricSources) {
     const registers = [this.registry];
     const series = this.#series;
+    const upstreams = this.#upstreams;
+    const reloads = this.#reloads;
+    // The process itself: CPU, memory, event-loop delay, open fds, GC, with the sluice_ prefix.
+    collectDefaultMetrics({ register: this.registry, prefix: 'sluice_' });
+    new Gauge({
+      name: 'sluice_build_info',
+      help: 'Always 1; the labels say which Sluice and which Node.js run.',
+      labelNames: ['version', 'node'],
+      registers,
+    }).set({ version: VERSION, node: process.version }, 1);
+    new Counter({
+      name: 'sluice_config_reloads_total',
+      help: 'Config reloads (SIGHUP and the like) by result: success or failure (the running config stayed).',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ result: 'success' }, reloads.success);
+        this.inc({ result: 'failure' }, reloads.failure);
+      },
+    });
+    new Gauge({
+      name: 'sluice_config_last_reload_success',
+      help: 'Whether the last config reload succeeded (1) or was refused (0); 1 before any reload.',
+      registers,
+      collect() {
+        this.set(reloads.failure === 0 || reloads.lastSuccess === 1 ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'sluice_config_last_reload_timestamp_seconds',
+      help: 'Unix time of the last config reload attempt (0: none since start).',
+      registers,
+      collect() {
+        this.set(reloads.lastAt / 1000);
+      },
+    });
+    new Counter({
+      name: 'sluice_upstream_requests_total',
+      help: 'Finished requests per upstream and target (the one that served the last try) and status code.',
+      labelNames: ['upstream', 'target', 'status'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of upstreams.values())
+          for (const t of u.targets.values())
+            for (const c of t.requests.values()) this.inc(c.labels, c.value);
+      },
+    });
+    new CellHistogram(
+      'sluice_upstream_request_duration_seconds',
+      'Time from the request head to the end of the response, per upstream and target.',
+      ['upstream', 'target'],
+      this.registry,
+      function* () {
+        for (const u of upstreams.values()) for (const t of u.targets.values()) yield t.duration;
+      },
+    );
+    new Counter({
+      name: 'sluice_upstream_retries_total',
+      help: 'Retries (tries after the first) per upstream.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of upstreams.values()) if (u.retries > 0) this.inc({ upstream: u.upstream }, u.retries);
+      },
+    });
+    new Counter({
+      name: 'sluice_upstream_ejections_total',
+      help: 'Passive outlier ejections per upstream and target.',
+      labelNames: ['upstream', 'target'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of upstreams.values())
+          for (const t of u.targets.values())
+            if (t.ejections > 0) this.inc({ upstream: t.upstream, target: t.target }, t.ejections);
+      },
+    });
+    new Counter({
+      name: 'sluice_client_budget_exceeded_total',
+      help: "Requests that timed out or were shed only because the client's own x-timeout-ms was shorter than the route's budget (never counted against the upstream).",
+      labelNames: ['route'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of series.values()) if (s.clientBudget > 0) this.inc({ route: s.route }, s.clientBudget);
+      },
+    });
+    new Counter({
+      name: 'sluice_jobs_finished_total',
+      help: 'Async jobs that ended, per route and outcome (job_completed, job_failed, job_cancelled).',
+      labelNames: ['route', 'outcome'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of series.values())
+          for (const [outcome, c] of s.jobs) this.inc({ route: s.route, outcome }, c.duration.count);
+      },
+    });
+    new CellHistogram(
+      'sluice_job_duration_seconds',
+      'Time from the request that created a job to its end, per route and outcome.',
+      ['route', 'outcome'],
+      this.registry,
+      function* () {
+        for (const s of series.values()) for (const c of s.jobs.values()) yield c.duration;
+      },
+    );
 
     new Counter({
       name: 'sluice_requests_total',
@@ -278,7 +480,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'sluice_route_latency_seconds',
-      help: 'Latency percentiles over the sliding window (alerts.window), timed-out requests counted at their budget; absent while the window is empty.',
+      help: 'Latency percentiles over the sliding window (alerts.window), of the figure the first-firing limit measures (time to response headers when ttfb is below total, else the whole request), timed-out requests counted at their budget; absent while the window is empty.',
       labelNames: ['route', 'quantile'],
       registers,
       collect() {
@@ -296,25 +498,27 @@ export class Metrics {
     });
     new Gauge({
       name: 'sluice_route_headroom_ratio',
-      help: "Window p95 latency divided by the route's total timeout (1 = at the limit); routes without a total budget are absent.",
-      labelNames: ['route'],
+      help: 'Window p95 latency divided by the limit that fires first for the route (ttfb when it is below total, else total; 1 = at the limit); routes without either are absent.',
+      labelNames: ['route', 'limit'],
       registers,
       collect() {
         this.reset();
         for (const r of sources.routes()) {
           const w = sources.window(r.name);
-          if (w && r.timeouts.total > 0) this.set({ route: r.name }, w.p95 / r.timeouts.total);
+          const limit = headroomLimit(r.timeouts);
+          if (w && limit) this.set({ route: r.name, limit: limit.phase }, w.p95 / limit.ms);
         }
       },
     });
     new Gauge({
       name: 'sluice_alerts_firing',
-      help: 'Alert rules per route: 1 while firing, 0 otherwise.',
-      labelNames: ['rule', 'route'],
+      help: "Alert rules per route (or per upstream for target_down, route ''): 1 while firing, 0 otherwise.",
+      labelNames: ['rule', 'route', 'upstream'],
       registers,
       collect() {
         this.reset();
-        for (const a of sources.alerts()) this.set({ rule: a.rule, route: a.route }, a.firing ? 1 : 0);
+        for (const a of sources.alerts())
+          this.set({ rule: a.rule, route: a.route, upstream: a.upstream }, a.firing ? 1 : 0);
       },
     });
   }
@@ -330,9 +534,32 @@ export class Metrics {
     this.series(entry.route ?? '').record(entry);
   }
 
-  /** Drops the series of routes not in `keep` (after a reload removed them); '' always stays. */
-  retain(keep: ReadonlySet<string>): void {
+  /** The series of an upstream, created on first use. */
+  upstream(name: string): UpstreamSeries {
+    let u = this.#upstreams.get(name);
+    if (u === undefined) this.#upstreams.set(name, (u = new UpstreamSeries(name)));
+    return u;
+  }
+
+  /** A passive ejection of a target. */
+  ejected(upstream: string, target: string): void {
+    this.upstream(upstream).target(target).ejections++;
+  }
+
+  /** A config reload was applied (true) or refused (false). */
+  reloaded(ok: boolean): void {
+    const r = this.#reloads;
+    if (ok) r.success++;
+    else r.failure++;
+    r.lastSuccess = ok ? 1 : 0;
+    r.lastAt = Date.now();
+  }
+
+  /** Drops the series of routes (and upstreams) a reload removed; '' always stays. */
+  retain(keep: ReadonlySet<string>, keepUpstreams?: ReadonlySet<string>): void {
     for (const name of this.#series.keys()) if (name !== '' && !keep.has(name)) this.#series.delete(name);
+    if (keepUpstreams)
+      for (const name of this.#upstreams.keys()) if (!keepUpstreams.has(name)) this.#upstreams.delete(name);
   }
 
   /** Plugs in live state of later subsystems; a metric appears once its provider is set. */
@@ -343,12 +570,13 @@ export class Metrics {
     if (p.jobs && !this.registry.getSingleMetric('sluice_jobs')) {
       new Gauge({
         name: 'sluice_jobs',
-        help: 'Async jobs by status.',
-        labelNames: ['status'],
+        help: 'Async jobs in the store by route and status (refreshed every few seconds).',
+        labelNames: ['route', 'status'],
         registers,
         collect() {
           this.reset();
-          for (const [status, n] of Object.entries(providers().jobs?.() ?? {})) this.set({ status }, n);
+          for (const [route, perStatus] of Object.entries(providers().jobs?.() ?? {}))
+            for (const [status, n] of Object.entries(perStatus)) this.set({ route, status }, n);
         },
       });
     }

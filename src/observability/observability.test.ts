@@ -12,6 +12,7 @@ routes:
 ${routes.map((r) => `  - { name: ${r}, match: { path: /${r} }, upstream: demo, timeouts: { total: 1s } }`).join('\n')}
 alerts:
   window: ${window}
+  min_requests: 1
   rules:
     - { name: headroom, when: p95 > 50% of timeout, for: 2s }
     - { name: breaker, when: circuit_open, for: 0s }
@@ -93,7 +94,7 @@ test('the ticker evaluates alerts on the injected clock; circuit_open follows th
   );
   assert.ok(lines.some((l) => l.alert === 'breaker' && l.state === 'firing'));
   const text = await obs.metricsText();
-  assert.match(text, /^sluice_alerts_firing\{rule="breaker",route="api"\} 1$/m);
+  assert.match(text, /^sluice_alerts_firing\{rule="breaker",route="api",upstream="demo"\} 1$/m);
   assert.match(text, /^sluice_circuit_state\{upstream="demo"\} 2$/m);
   assert.match(text, /^sluice_requests_in_flight 3$/m);
   assert.match(obs.contentType, /^text\/plain; version=0\.0\.4/);

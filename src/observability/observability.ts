@@ -12,8 +12,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type AdminHandler, json } from '../admin/admin-server.ts';
 import { type Clock, systemClock } from '../clock.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
+import type { UpstreamEvent } from '../upstream/upstream.ts';
 import type { AccessLogEntry } from './access-log.ts';
 import { AlertEngine, type AlertEngineOptions } from './alerts.ts';
+import { type HeadroomLimit, headroomLimit } from './headroom.ts';
 import { LatencyWindow, type WindowStats } from './latency-window.ts';
 import type { Logger } from './logger.ts';
 import { type MetricProviders, Metrics, type RouteSeries } from './metrics.ts';
@@ -33,6 +35,11 @@ export interface ObservabilityProviders extends MetricProviders {
   circuitOpen?: (upstream: string) => boolean;
 }
 
+/** The outcomes of the line written when a job ends. */
+function isJobEnd(outcome: string): boolean {
+  return outcome === 'job_completed' || outcome === 'job_failed' || outcome === 'job_cancelled';
+}
+
 export interface Observability {
   /** Call once per finished request, after the access-log line (the hot path). */
   onRequest(entry: AccessLogEntry): void;
@@ -46,6 +53,10 @@ export interface Observability {
   percentile(route: string, q: number): number;
   /** Applies a new config; routes that still exist keep their windows, alerts their state. */
   reload(config: EffectiveConfig): void;
+  /** A reload was refused (invalid file): counted, the running config stays. */
+  reloadFailed(): void;
+  /** Upstream state changes (ejections are counted). */
+  onUpstreamEvent(event: UpstreamEvent): void;
   /** Starts the one-second alert ticker. */
   start(): void;
   /** Stops the ticker and webhook delivery. */
@@ -61,6 +72,8 @@ interface RouteObs {
   readonly series: RouteSeries;
   /** undefined for '' (no route) and for routes a reload removed while their requests finished. */
   readonly window: LatencyWindow | undefined;
+  /** What the window measures: time to headers against ttfb, or the whole request against total. */
+  readonly limit: HeadroomLimit | undefined;
 }
 
 function isError(e: AccessLogEntry): boolean {
@@ -96,15 +109,19 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
     const windowChanged = next.alerts.window !== config.alerts.window;
     const old = routes;
     routes = new Map();
-    routes.set('', { series: metrics.series(''), window: undefined });
+    routes.set('', { series: metrics.series(''), window: undefined, limit: undefined });
     for (const r of next.routes) {
-      const kept = windowChanged ? undefined : old.get(r.name)?.window;
+      const limit = headroomLimit(r.timeouts);
+      const prev = old.get(r.name);
+      // A window keeps its data only while it measures the same figure over the same span.
+      const keep = !windowChanged && prev?.limit?.phase === limit?.phase;
       routes.set(r.name, {
         series: metrics.series(r.name),
-        window: kept ?? new LatencyWindow(next.alerts.window, clock),
+        window: (keep ? prev?.window : undefined) ?? new LatencyWindow(next.alerts.window, clock),
+        limit,
       });
     }
-    metrics.retain(new Set(next.routes.map((r) => r.name)));
+    metrics.retain(new Set(next.routes.map((r) => r.name)), new Set(Object.keys(next.upstreams)));
   };
   build(initial);
 
@@ -127,12 +144,29 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
       try {
         const name = e.route ?? '';
         let r = routes.get(name);
-        if (r === undefined) routes.set(name, (r = { series: metrics.series(name), window: undefined }));
-        r.series.record(e);
-        const w = r.window;
-        if (w !== undefined && e.outcome !== 'rejected') {
-          w.record(e.total, e.outcome === 'timeout' ? 'timeout' : isError(e) ? 'error' : 'ok', e.budget_ms);
+        if (r === undefined)
+          routes.set(name, (r = { series: metrics.series(name), window: undefined, limit: undefined }));
+        const o = e.outcome;
+        if (isJobEnd(o)) {
+          // Jobs run under async.timeout, not the route's budget: their own series, not the window.
+          r.series.recordJob(e);
+          return;
         }
+        r.series.record(e);
+        if (e.upstream !== null) metrics.upstream(e.upstream).record(e);
+        const w = r.window;
+        if (w === undefined || o === 'rejected' || o === 'shutdown') return;
+        // A timeout or shed that only the client's own shorter budget caused is the client's choice:
+        // it never counts against the upstream (headroom, rates, alerts).
+        if (e.budget_source === 'client' && (o === 'timeout' || o === 'shed')) return;
+        const kind = o === 'timeout' ? 'timeout' : isError(e) ? 'error' : 'ok';
+        const limit = r.limit;
+        if (limit?.phase === 'ttfb') {
+          // Time to response headers against ttfb; a request that never got headers in time counts
+          // at the ttfb budget (a timeout after the headers keeps its ttfb).
+          if (e.ttfb !== null) w.record(e.ttfb, kind, 0);
+          else w.record(e.total, kind, kind === 'timeout' ? limit.ms : 0);
+        } else w.record(e.total, kind, e.budget_ms);
       } catch (err) {
         // Never let a metrics bug break the gateway's request accounting; say so once.
         if (!recordFailed)
@@ -147,6 +181,13 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
       build(next);
       config = next;
       alerts.reload(next);
+      metrics.reloaded(true);
+    },
+    reloadFailed() {
+      metrics.reloaded(false);
+    },
+    onUpstreamEvent(event) {
+      if (event.kind === 'ejected') metrics.ejected(event.upstream, event.target);
     },
     start() {
       if (ticker) return;
@@ -164,6 +205,14 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
       const circuits = p.circuits;
       if (p.circuitOpen) alerts.setCircuitOpen(p.circuitOpen);
       else if (circuits) alerts.setCircuitOpen((u) => circuits()[u] === 'open');
+      const targets = p.targets;
+      if (targets) {
+        alerts.setTargetsDown((u) => {
+          const down: string[] = [];
+          for (const t of targets()) if (t.upstream === u && !t.healthy) down.push(t.target);
+          return down;
+        });
+      }
     },
   };
 }

@@ -10,7 +10,7 @@ import { fromUpstreamFailure, GatewayError, upstreamTimeout } from '../errors.ts
 import { CallbackSender } from '../jobs/callback.ts';
 import { Janitor } from '../jobs/janitor.ts';
 import { JobResource } from '../jobs/job-resource.ts';
-import type { JobError, JobRecord, JobStore } from '../jobs/job-store.ts';
+import type { JobCounts, JobError, JobRecord, JobStore } from '../jobs/job-store.ts';
 import { jobErrorFrom } from '../jobs/job-view.ts';
 import { openJobStore } from '../jobs/open-job-store.ts';
 import { type Delivery, QueueWorker } from '../jobs/queue-worker.ts';
@@ -148,8 +148,8 @@ export class JobsHost {
     return this.#prefix;
   }
 
-  /** Job counts by status, refreshed every few seconds (for `sluice_jobs{status}`). */
-  counts(): Readonly<Record<string, number>> {
+  /** Job counts by route and status, refreshed every few seconds (for `sluice_jobs{route,status}`). */
+  counts(): Readonly<JobCounts> {
     return this.#janitor.counts;
   }
 

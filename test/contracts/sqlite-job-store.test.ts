@@ -55,7 +55,7 @@ describe('SqliteJobStore specifics', () => {
     const store = openJobStore(`sqlite:${path}?synchronous=full`, { heartbeatMs: 0 });
     t.after(() => store.close());
     await store.create(auto());
-    assert.equal((await store.counts()).running, 1);
+    assert.equal((await store.counts()).r?.running, 1);
     assert.throws(() => openJobStore('sqlite:', {}), /sqlite:PATH/);
     assert.throws(() => openJobStore('sqlite:./x.db?synchronous=sometimes', {}), /synchronous/);
     assert.throws(() => openJobStore('redis://127.0.0.1:6379/0', {}), /redis/i);

@@ -134,6 +134,7 @@ routes:
 alerts:
   webhook: ${hook.url}
   window: 3s
+  min_requests: 2
   rules:
     - { name: headroom, when: p95 > 60% of timeout, for: 1s, routes: [reports] }
 `,
@@ -171,7 +172,7 @@ alerts:
     assert.ok(fired.n.value > 0.6, String(fired.n.value));
     assert.match(
       fired.n.text,
-      /^🔴 FIRING headroom on route 'reports': p95 \d+(\.\d)?m?s is \d+% of its 1s timeout \(threshold 60%\) for \ds$/,
+      /^🔴 FIRING headroom on route 'reports': p95 \d+(\.\d)?m?s is \d+% of its total 1s timeout \(threshold 60%\) for \ds$/,
     );
 
     // /metrics while firing, parsed back and compared with the access log (both written by the same call).
@@ -234,7 +235,7 @@ alerts:
     assert.ok(resolved.at - recovered < 3_000 + 10_000);
     assert.match(
       resolved.n.text,
-      /^✅ RESOLVED headroom on route 'reports': p95 \d+ms is \d+(\.\d)?% of its 1s timeout/,
+      /^✅ RESOLVED headroom on route 'reports': p95 \d+ms is \d+(\.\d)?% of its total 1s timeout/,
     );
     await load.stop();
     assert.equal(hook.got.length, 2, 'one FIRING and one RESOLVED notification');
@@ -250,6 +251,7 @@ routes:
 alerts:
   webhook: ${hook.url}
   window: 3s
+  min_requests: 1
   rules:
     - { name: p50, when: p50 > 1% of timeout, for: 0s }
     - { name: p95, when: p95 > 1% of timeout, for: 0s }
