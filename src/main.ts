@@ -4,6 +4,7 @@
  */
 
 import { AdminServer } from './admin/admin-server.ts';
+import { adminApi } from './admin/api.ts';
 import type { EffectiveConfig } from './config/resolve.ts';
 import type { JobStore } from './jobs/job-store.ts';
 import { type AccessLog, createAccessLog } from './observability/access-log.ts';
@@ -23,6 +24,8 @@ export interface SluiceOptions {
   admin?: boolean;
   /** Use this job store instead of opening `config.store` (tests). */
   jobStore?: JobStore;
+  /** Where the config came from, for `GET /api/config` (a file path; default "inline"). */
+  source?: string;
 }
 
 export interface Sluice {
@@ -67,9 +70,18 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
           token: config.admin.token,
           ready: () => !draining && gateway.server.listening,
         });
-  if (admin)
+  let loadedAt = new Date();
+  if (admin) {
     for (const [path, handler] of Object.entries(observabilityRoutes(observability)))
       admin.route(path, handler);
+    const api = adminApi({
+      runtime: () => gateway.runtime,
+      observability,
+      source: () => ({ source: options.source ?? 'inline', loadedAt }),
+    });
+    for (const [path, handler] of Object.entries(api.exact)) admin.route(path, handler);
+    for (const [prefix, handler] of Object.entries(api.prefixes)) admin.routePrefix(prefix, handler);
+  }
   const { port } = await gateway.listen();
   let adminPort: number | undefined;
   try {
@@ -116,6 +128,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     reload(next) {
       gateway.reload(next);
       observability.reload(next);
+      loadedAt = new Date();
     },
     async close(graceMs) {
       draining = true;

@@ -23,9 +23,10 @@ export interface TestGateway {
 /** Starts Sluice from YAML text; `listen`/`admin` default to port 0 on loopback, access log in memory. */
 export async function startTestGateway(
   yaml: string,
-  opts: { admin?: boolean; jobStore?: JobStore } = {},
+  opts: { admin?: boolean; jobStore?: JobStore; adminToken?: string } = {},
 ): Promise<TestGateway> {
-  const head = `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\nshutdown_timeout: 2s\n`;
+  const token = opts.adminToken ? `, token: "${opts.adminToken}"` : '';
+  const head = `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0${token} }\nshutdown_timeout: 2s\n`;
   const config = loadConfigText(head + yaml, 'test.yaml');
   const log = new MemoryAccessLog();
   const sluice = await startSluice(config, {

@@ -29,6 +29,7 @@ function digest(s: string): Buffer {
 export class AdminServer {
   readonly server: Server;
   readonly #routes = new Map<string, AdminHandler>();
+  readonly #prefixes: [string, AdminHandler][] = [];
   readonly #tokenDigest: Buffer | undefined;
   readonly #options: AdminOptions;
 
@@ -50,6 +51,11 @@ export class AdminServer {
   /** Registers a handler for an exact path (GET and others alike: the handler checks the method). */
   route(path: string, handler: AdminHandler): void {
     this.#routes.set(path, handler);
+  }
+
+  /** Registers a handler for every path under `prefix` (which ends with `/`). */
+  routePrefix(prefix: string, handler: AdminHandler): void {
+    this.#prefixes.push([prefix, handler]);
   }
 
   #authorized(req: IncomingMessage): boolean {
@@ -76,7 +82,8 @@ export class AdminServer {
           'application/problem+json',
         );
       }
-      const handler = this.#routes.get(url.pathname);
+      const handler =
+        this.#routes.get(url.pathname) ?? this.#prefixes.find(([p]) => url.pathname.startsWith(p))?.[1];
       if (!handler) {
         return json(
           res,

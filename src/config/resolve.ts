@@ -81,6 +81,8 @@ export interface EffectiveRoute {
   readonly upstream: string;
   readonly stripPrefix: boolean;
   readonly timeouts: Timeouts;
+  /** Where each phase's budget comes from (shown by the admin API). */
+  readonly timeoutLayers: Readonly<Record<keyof Timeouts, TimeoutLayer>>;
   readonly maxBody: number;
   readonly retry: RetryConfig | undefined;
   /** undefined when async.mode is off. */
@@ -114,6 +116,18 @@ export function parseListen(text: string): ListenAddress {
   let host: string | undefined = text.slice(0, i);
   if (host.startsWith('[')) host = host.slice(1, -1);
   return Object.freeze({ host: host === '' ? undefined : host, port: Number(text.slice(i + 1)) });
+}
+
+/** The layer a route's phase budget comes from; `live` is an admin API overlay. */
+export type TimeoutLayer = 'route' | 'upstream' | 'defaults' | 'live';
+
+function layersOf(upstream: TimeoutsInput | undefined, route: TimeoutsInput | undefined) {
+  const out: Record<string, TimeoutLayer> = {};
+  for (const k of Object.keys(BUILTIN_TIMEOUTS)) {
+    const key = k as keyof TimeoutsInput;
+    out[k] = route?.[key] !== undefined ? 'route' : upstream?.[key] !== undefined ? 'upstream' : 'defaults';
+  }
+  return Object.freeze(out as Record<keyof Timeouts, TimeoutLayer>);
 }
 
 function mergeTimeouts(...layers: (TimeoutsInput | undefined)[]): Timeouts {
@@ -189,6 +203,7 @@ export function resolveConfig(
       upstream: r.upstream,
       stripPrefix: r.strip_prefix,
       timeouts: mergeTimeouts(file.defaults.timeouts, u?.timeouts, r.timeouts),
+      timeoutLayers: layersOf(u?.timeouts, r.timeouts),
       maxBody: r.max_body ?? u?.max_body ?? file.defaults.max_body,
       retry:
         r.retry && Object.freeze({ ...r.retry, on: Object.freeze([...r.retry.on]) as RetryConfig['on'] }),

@@ -131,3 +131,13 @@ test('a clock step backwards keeps filling the current slot', () => {
   w.record(10);
   assert.equal(w.stats().count, 2);
 });
+
+test('countAbove: how many took longer than each threshold, timed-out ones at their budget', () => {
+  const clock = new FakeClock(0);
+  const w = new LatencyWindow(30_000, clock);
+  for (const ms of [10, 20, 100, 300]) w.record(ms);
+  w.record(50, 'timeout', 1_000); // counted at its 1 s budget
+  assert.deepEqual(w.countAbove([5, 60, 250, 900, 5_000]), { count: 5, above: [5, 3, 2, 1, 0] });
+  clock.advance(31_000);
+  assert.deepEqual(w.countAbove([5]), { count: 0, above: [0] });
+});

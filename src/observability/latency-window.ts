@@ -163,6 +163,38 @@ export class LatencyWindow {
     }
   }
 
+  /**
+   * How many recorded requests took longer than each of `thresholdsMs` (a timed-out request counts at
+   * no less than its budget), and how many there are in all: the share a shorter budget would have
+   * cut. Resolution is the histogram's (3.2 %).
+   */
+  countAbove(thresholdsMs: readonly number[]): { count: number; above: number[] } {
+    const merged = this.#merge();
+    let count = 0;
+    for (let b = 0; b < BUCKETS; b++) count += merged[b];
+    const above = thresholdsMs.map((ms) => {
+      let n = 0;
+      for (let b = BUCKETS - 1; b >= 0 && bucketValue(b) > ms; b--) n += merged[b];
+      return n;
+    });
+    return { count, above };
+  }
+
+  /** The slots' histograms merged into the shared scratch buffer. */
+  #merge(): Float64Array {
+    this.#advance();
+    if (scratch.length !== BUCKETS) scratch = new Float64Array(BUCKETS);
+    const merged = scratch;
+    merged.fill(0);
+    const h = this.#hist;
+    for (let s = 0; s < this.#slots; s++) {
+      if (this.#counts[s * 3] === 0) continue;
+      const base = s * BUCKETS;
+      for (let b = 0; b < BUCKETS; b++) merged[b] += h[base + b];
+    }
+    return merged;
+  }
+
   /** Percentiles (ascending `qs`) from the merged slots. */
   #read(qs: readonly number[]): number[] {
     this.#advance();

@@ -19,6 +19,20 @@ import { type HeadroomLimit, headroomLimit } from './headroom.ts';
 import { LatencyWindow, type WindowStats } from './latency-window.ts';
 import type { Logger } from './logger.ts';
 import { type MetricProviders, Metrics, type RouteSeries } from './metrics.ts';
+import { RouteStats, type RouteWindowFigures } from './route-stats.ts';
+
+/** What-if (admin API): the share of recent requests a budget would have cut. */
+export interface WhatIf {
+  /** Requests in the last 15 minutes. */
+  readonly requests: number;
+  /** Share (0–1) that took longer than `total_ms` (timed-out ones counted at their budget). */
+  readonly timeout_share: number;
+  /** With an async hold: share that took longer than it (and would have become jobs). */
+  readonly async_share?: number;
+}
+
+/** How far back what-if looks. */
+export const WHAT_IF_MS = 15 * 60_000;
 
 export interface ObservabilityDeps {
   logger: Logger;
@@ -51,6 +65,14 @@ export interface Observability {
   window(route: string): WindowStats | undefined;
   /** Percentile `q` (0 < q ≤ 1) of a route's sliding window in ms; 0 when empty or unknown. */
   percentile(route: string, q: number): number;
+  /** Status codes, timeouts by phase, Server-Timing means and rps of a route over the alert window. */
+  figures(route: string): RouteWindowFigures | undefined;
+  /**
+   * From the route's latency of the last 15 minutes (whole requests, timed-out ones at their budget):
+   * the share that a total budget of `totalMs` would have cut, and with `asyncAfterMs` the share that
+   * would have become jobs. undefined for unknown routes.
+   */
+  whatIf(route: string, totalMs: number, asyncAfterMs?: number): WhatIf | undefined;
   /** Applies a new config; routes that still exist keep their windows, alerts their state. */
   reload(config: EffectiveConfig): void;
   /** A reload was refused (invalid file): counted, the running config stays. */
@@ -74,6 +96,9 @@ interface RouteObs {
   readonly window: LatencyWindow | undefined;
   /** What the window measures: time to headers against ttfb, or the whole request against total. */
   readonly limit: HeadroomLimit | undefined;
+  /** Whole-request latency of the last 15 minutes, for what-if. */
+  readonly history: LatencyWindow | undefined;
+  readonly stats: RouteStats | undefined;
 }
 
 function isError(e: AccessLogEntry): boolean {
@@ -109,16 +134,27 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
     const windowChanged = next.alerts.window !== config.alerts.window;
     const old = routes;
     routes = new Map();
-    routes.set('', { series: metrics.series(''), window: undefined, limit: undefined });
+    routes.set('', {
+      series: metrics.series(''),
+      window: undefined,
+      limit: undefined,
+      history: undefined,
+      stats: undefined,
+    });
     for (const r of next.routes) {
       const limit = headroomLimit(r.timeouts);
       const prev = old.get(r.name);
       // A window keeps its data only while it measures the same figure over the same span.
       const keep = !windowChanged && prev?.limit?.phase === limit?.phase;
+      const series = metrics.series(r.name);
       routes.set(r.name, {
-        series: metrics.series(r.name),
+        series,
         window: (keep ? prev?.window : undefined) ?? new LatencyWindow(next.alerts.window, clock),
         limit,
+        history: prev?.history ?? new LatencyWindow(WHAT_IF_MS, clock),
+        stats:
+          (windowChanged ? undefined : prev?.stats) ??
+          new RouteStats(series, next.alerts.window, clock.now()),
       });
     }
     metrics.retain(new Set(next.routes.map((r) => r.name)), new Set(Object.keys(next.upstreams)));
@@ -126,6 +162,8 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
   build(initial);
 
   const tick = () => {
+    const t = clock.now();
+    for (const r of routes.values()) r.stats?.tick(t);
     roundCache = new Map();
     try {
       alerts.evaluate();
@@ -144,8 +182,16 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
       try {
         const name = e.route ?? '';
         let r = routes.get(name);
-        if (r === undefined)
-          routes.set(name, (r = { series: metrics.series(name), window: undefined, limit: undefined }));
+        if (r === undefined) {
+          r = {
+            series: metrics.series(name),
+            window: undefined,
+            limit: undefined,
+            history: undefined,
+            stats: undefined,
+          };
+          routes.set(name, r);
+        }
         const o = e.outcome;
         if (isJobEnd(o)) {
           // Jobs run under async.timeout, not the route's budget: their own series, not the window.
@@ -160,6 +206,7 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
         // it never counts against the upstream (headroom, rates, alerts).
         if (e.budget_source === 'client' && (o === 'timeout' || o === 'shed')) return;
         const kind = o === 'timeout' ? 'timeout' : isError(e) ? 'error' : 'ok';
+        r.history?.record(e.total, kind, e.budget_ms);
         const limit = r.limit;
         if (limit?.phase === 'ttfb') {
           // Time to response headers against ttfb; a request that never got headers in time counts
@@ -177,6 +224,19 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
     metricsText: () => metrics.text(),
     window,
     percentile: (route, q) => routes.get(route)?.window?.percentile(q) ?? 0,
+    figures: (route) => routes.get(route)?.stats?.figures(clock.now()),
+    whatIf(route, totalMs, asyncAfterMs) {
+      const h = routes.get(route)?.history;
+      if (h === undefined) return undefined;
+      const { count, above } = h.countAbove(asyncAfterMs === undefined ? [totalMs] : [totalMs, asyncAfterMs]);
+      const share = (n: number) => (count === 0 ? 0 : Math.round((n / count) * 10_000) / 10_000);
+      if (asyncAfterMs === undefined) return { requests: count, timeout_share: share(above[0]) };
+      // A request still running at the hold becomes a job instead of timing out (then it runs under
+      // async.timeout); a hold at or past the budget comes too late to save any.
+      return asyncAfterMs < totalMs
+        ? { requests: count, timeout_share: 0, async_share: share(above[1]) }
+        : { requests: count, timeout_share: share(above[0]), async_share: 0 };
+    },
     reload(next) {
       build(next);
       config = next;

@@ -28,6 +28,13 @@ function route(name: string, m: MatchSpec = {}): { route: EffectiveRoute } {
       stripPrefix: false,
       timeouts: { connect: 5_000, send: 30_000, ttfb: 30_000, read: 60_000, total: 29_000 },
       maxBody: 1024,
+      timeoutLayers: {
+        connect: 'defaults',
+        send: 'defaults',
+        ttfb: 'defaults',
+        read: 'defaults',
+        total: 'defaults',
+      },
     },
   };
 }

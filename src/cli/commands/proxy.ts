@@ -78,7 +78,11 @@ export async function run(argv: string[]): Promise<number> {
   const errors = lintTimeouts(config).filter((f) => f.level === 'error');
   if (errors.length > 0) throw new UsageError(`proxy: ${errors[0].message}`);
   const logger = createLogger();
-  const sluice = await startSluice(config, { logger, admin: values.admin !== undefined });
+  const sluice = await startSluice(config, {
+    logger,
+    admin: values.admin !== undefined,
+    source: 'sluice proxy',
+  });
   process.stderr.write(
     `sluice proxy: http://${hostPort(config.listen.host, sluice.port)} → ${values.to}` +
       (sluice.adminPort !== undefined

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { lintTimeouts } from '../../config/lint.ts';
 import { loadConfigFile } from '../../config/load.ts';
 import type { EffectiveConfig } from '../../config/resolve.ts';
@@ -38,7 +39,7 @@ export async function run(argv: string[]): Promise<number> {
       throw new UsageError(`start: --with-demo-upstream needs a port, got '${values['with-demo-upstream']}'`);
     demo = await startDemoUpstream({ port });
   }
-  const sluice = await startSluice(config, { logger });
+  const sluice = await startSluice(config, { logger, source: resolve(file) });
   logLint(logger, config);
   const l = config.listen;
   const base = `http://${hostPort(l.host, sluice.port)}`;

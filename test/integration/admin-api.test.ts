@@ -1,0 +1,185 @@
+/**
+ * The read side of the admin API through real sockets: routes and upstreams with their effective
+ * settings and live figures, what-if budgets, the running config, and the token rules.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { startDemoUpstream } from '../../src/demo/demo-upstream.ts';
+import { startTestGateway } from '../helpers.ts';
+
+interface RouteJson {
+  name: string;
+  match: { path: string; host: string | null; methods: string[] | null };
+  upstream: string;
+  timeouts: Record<string, number>;
+  timeout_layers: Record<string, string>;
+  async: { mode: string; after_ms?: number };
+  retry: unknown;
+  cache: unknown;
+  stats: {
+    window_s: number;
+    requests: number;
+    rps: number;
+    p50_ms: number;
+    p95_ms: number;
+    p99_ms: number;
+    headroom: number | null;
+    timeouts: Record<string, number>;
+    errors: number;
+    statuses: Record<string, number>;
+    server_timing: Record<string, number>;
+  };
+}
+
+describe('admin API (read side)', () => {
+  test('routes, one route with layers and window figures, upstreams, what-if and config', async (t) => {
+    const demo = await startDemoUpstream({ port: 0 });
+    t.after(() => demo.close());
+    const gw = await startTestGateway(
+      `
+defaults: { timeouts: { connect: 2s } }
+upstreams:
+  demo: { targets: ["${demo.url}"], timeouts: { ttfb: 20s } }
+routes:
+  - name: api
+    match: { path: /, methods: [GET] }
+    upstream: demo
+    timeouts: { total: 500ms }
+    retry: { attempts: 2, on: [connect] }
+alerts: { window: 10s }
+`,
+      { admin: true },
+    );
+    t.after(() => gw.close());
+    const admin = `http://127.0.0.1:${gw.sluice.adminPort}`;
+    for (let i = 0; i < 8; i++) await (await fetch(gw.url('/fast'))).arrayBuffer();
+    for (let i = 0; i < 2; i++) await (await fetch(gw.url('/timing'))).arrayBuffer();
+    await (await fetch(gw.url('/status/503'))).arrayBuffer();
+    await (await fetch(gw.url('/slow?ms=300'))).arrayBuffer();
+    const timedOut = await fetch(gw.url('/hang'));
+    assert.equal(timedOut.status, 504);
+    await timedOut.arrayBuffer();
+
+    const list = await fetch(`${admin}/api/routes`);
+    assert.equal(list.status, 200);
+    assert.equal(list.headers.get('cache-control'), 'no-store');
+    const { routes } = (await list.json()) as { routes: RouteJson[] };
+    assert.deepEqual(
+      routes.map((r) => r.name),
+      ['api'],
+    );
+
+    const one = (await (await fetch(`${admin}/api/routes/api`)).json()) as RouteJson;
+    assert.deepEqual(one.match, { path: '/', host: null, methods: ['GET'], headers: null });
+    assert.equal(one.upstream, 'demo');
+    assert.deepEqual(one.timeouts, { connect: 2000, send: 30000, ttfb: 20000, read: 60000, total: 500 });
+    assert.deepEqual(one.timeout_layers, {
+      connect: 'defaults',
+      send: 'defaults',
+      ttfb: 'upstream',
+      read: 'defaults',
+      total: 'route',
+    });
+    assert.deepEqual(one.async, { mode: 'off' });
+    assert.equal(one.cache, null);
+    assert.ok(one.retry);
+    const s = one.stats;
+    assert.equal(s.window_s, 10);
+    assert.equal(s.requests, 13);
+    assert.deepEqual(s.statuses, { '200': 11, '503': 1, '504': 1 });
+    assert.equal(s.timeouts.total, 1);
+    assert.equal(s.timeouts.ttfb, 0);
+    assert.ok(s.errors >= 2, String(s.errors));
+    assert.ok(s.rps > 0);
+    assert.ok(s.p99_ms >= 450, `p99 ${s.p99_ms} counts the timeout at its budget`);
+    assert.ok(s.headroom !== null && s.headroom > 0);
+    assert.deepEqual(Object.keys(s.server_timing).sort(), ['db', 'ext', 'transform']);
+    for (const ms of Object.values(s.server_timing)) assert.ok(ms > 0);
+
+    const missing = await fetch(`${admin}/api/routes/nope`);
+    assert.equal(missing.status, 404);
+    assert.match(missing.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    assert.match(((await missing.json()) as { detail: string }).detail, /no route named 'nope'/);
+
+    // What-if: with a 200 ms budget the 300 ms request and the timed-out one would have been cut.
+    const wi = await fetch(`${admin}/api/routes/api/what-if?total=200ms`);
+    assert.equal(wi.status, 200);
+    const w = (await wi.json()) as {
+      route: string;
+      requests: number;
+      current: { total_ms: number; timeout_share: number };
+      proposed: { total_ms: number; timeout_share: number; async_share: number };
+    };
+    assert.equal(w.route, 'api');
+    assert.equal(w.requests, 13);
+    assert.equal(w.current.total_ms, 500);
+    assert.equal(w.current.timeout_share, Math.round((1 / 13) * 10_000) / 10_000);
+    assert.equal(w.proposed.total_ms, 200);
+    assert.equal(w.proposed.timeout_share, Math.round((2 / 13) * 10_000) / 10_000);
+    const withJobs = (await (
+      await fetch(`${admin}/api/routes/api/what-if?total=10s&async_after=250ms`)
+    ).json()) as {
+      proposed: { timeout_share: number; async_share: number };
+    };
+    assert.equal(withJobs.proposed.timeout_share, 0);
+    assert.equal(withJobs.proposed.async_share, Math.round((2 / 13) * 10_000) / 10_000);
+    assert.equal((await fetch(`${admin}/api/routes/api/what-if?total=soon`)).status, 400);
+
+    const ups = (await (await fetch(`${admin}/api/upstreams`)).json()) as {
+      upstreams: {
+        name: string;
+        circuit: string;
+        targets: { url: string; health: string; ejected: boolean }[];
+      }[];
+    };
+    assert.equal(ups.upstreams[0].name, 'demo');
+    assert.equal(ups.upstreams[0].circuit, 'closed');
+    assert.deepEqual(
+      ups.upstreams[0].targets.map((x) => [x.url, x.health, x.ejected]),
+      [[demo.url, 'unknown', false]],
+    );
+    assert.equal((await fetch(`${admin}/api/upstreams/demo`)).status, 200);
+    assert.equal((await fetch(`${admin}/api/upstreams/other`)).status, 404);
+
+    const cfg = (await (await fetch(`${admin}/api/config`)).json()) as {
+      source: string;
+      loaded_at: string;
+      config: { routes: { name: string }[] };
+    };
+    assert.equal(cfg.source, 'inline');
+    assert.ok(Date.parse(cfg.loaded_at) <= Date.now());
+    assert.equal(cfg.config.routes[0].name, 'api');
+
+    const post = await fetch(`${admin}/api/routes`, { method: 'POST' });
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.get('allow'), 'GET, HEAD');
+  });
+
+  test('with a token: every API call needs it, /healthz does not, and the config never shows it', async (t) => {
+    const demo = await startDemoUpstream({ port: 0 });
+    t.after(() => demo.close());
+    const token = 'admin-token-0123456789';
+    const gw = await startTestGateway(
+      `
+upstreams: { demo: { targets: ["${demo.url}"] } }
+routes: [{ name: api, match: { path: / }, upstream: demo }]
+`,
+      { admin: true, adminToken: token },
+    );
+    t.after(() => gw.close());
+    const admin = `http://127.0.0.1:${gw.sluice.adminPort}`;
+    for (const path of ['/api/routes', '/api/routes/api', '/api/upstreams', '/api/config', '/metrics']) {
+      const res = await fetch(`${admin}${path}`);
+      assert.equal(res.status, 401, path);
+      assert.equal(res.headers.get('www-authenticate'), 'Bearer');
+      const ok = await fetch(`${admin}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(ok.status, 200, path);
+    }
+    assert.equal((await fetch(`${admin}/healthz`)).status, 200);
+    const text = await (
+      await fetch(`${admin}/api/config`, { headers: { authorization: `Bearer ${token}` } })
+    ).text();
+    assert.ok(!text.includes(token), 'the token is redacted');
+    assert.match(text, /"token":"\*\*\*"/);
+  });
+});
