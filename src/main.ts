@@ -5,9 +5,12 @@
 
 import { AdminServer } from './admin/admin-server.ts';
 import { adminApi } from './admin/api.ts';
+import { EventHub } from './admin/events.ts';
 import type { EffectiveConfig } from './config/resolve.ts';
 import type { JobStore } from './jobs/job-store.ts';
+import type { AccessLogEntry } from './observability/access-log.ts';
 import { type AccessLog, createAccessLog } from './observability/access-log.ts';
+import { headroomLimit } from './observability/headroom.ts';
 import { type Logger, silentLogger } from './observability/logger.ts';
 import {
   createObservability,
@@ -37,6 +40,8 @@ export interface Sluice {
   readonly port: number;
   readonly adminPort: number | undefined;
   reload(config: EffectiveConfig): void;
+  /** A reload was refused (invalid file): counted, and told to live views; the running config stays. */
+  reloadFailed(error: string): void;
   close(graceMs?: number): Promise<void>;
 }
 
@@ -52,14 +57,48 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       },
     },
   });
+  // Live views (GET /api/events); publishing is free while nobody watches.
+  const events = new EventHub();
+  const record = observability.onRequest;
+  const onRequest = (e: AccessLogEntry) => {
+    record(e);
+    if (events.size === 0) return;
+    if (e.outcome === 'job_completed' || e.outcome === 'job_failed' || e.outcome === 'job_cancelled')
+      events.publish('job', {
+        job: e.job,
+        route: e.route,
+        outcome: e.outcome,
+        status: e.status,
+        phase: e.phase,
+        error: e.error,
+        total_ms: e.total,
+        request_id: e.request_id,
+      });
+    else
+      events.request(() => ({
+        route: e.route,
+        method: e.method,
+        path: e.path,
+        status: e.status,
+        outcome: e.outcome,
+        phase: e.phase,
+        total_ms: e.total,
+        request_id: e.request_id,
+        job: e.job,
+      }));
+  };
   const gateway = new Gateway(config, {
     accessLog,
     logger,
     // SLUICE_METRICS=off skips per-request metric recording (to measure its cost; docs/metrics.md).
-    onRequest: process.env.SLUICE_METRICS === 'off' ? undefined : observability.onRequest,
-    onUpstreamEvent: observability.onUpstreamEvent,
+    onRequest: process.env.SLUICE_METRICS === 'off' ? undefined : onRequest,
+    onUpstreamEvent: (event) => {
+      observability.onUpstreamEvent(event);
+      events.publish(event.kind === 'circuit' ? 'circuit' : 'health', event);
+    },
     jobStore: options.jobStore,
   });
+  observability.alerts.onNotify = (n) => events.publish('alert', n);
   inflight.gateway = gateway;
   let draining = false;
   const admin =
@@ -81,6 +120,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     });
     for (const [path, handler] of Object.entries(api.exact)) admin.route(path, handler);
     for (const [prefix, handler] of Object.entries(api.prefixes)) admin.routePrefix(prefix, handler);
+    admin.route('/api/events', events.handle);
   }
   const { port } = await gateway.listen();
   let adminPort: number | undefined;
@@ -119,6 +159,24 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     }
   }, 1_000);
   p50Timer.unref();
+  // The `stats` event: every route's figures, once a second, while someone watches.
+  const statsTimer = setInterval(() => {
+    if (events.size === 0) return;
+    const routes = gateway.runtime.routes.map((rt) => {
+      const w = observability.window(rt.name);
+      const limit = headroomLimit(rt.timeouts);
+      return {
+        route: rt.name,
+        rps: observability.figures(rt.name)?.rps ?? 0,
+        p50_ms: w?.p50 ?? 0,
+        p95_ms: w?.p95 ?? 0,
+        p99_ms: w?.p99 ?? 0,
+        headroom: w && limit && w.count > 0 ? w.p95 / limit.ms : null,
+      };
+    });
+    events.publish('stats', { at: new Date().toISOString(), inflight: gateway.inflight, routes });
+  }, 1_000);
+  statsTimer.unref();
   return {
     gateway,
     admin,
@@ -129,10 +187,21 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       gateway.reload(next);
       observability.reload(next);
       loadedAt = new Date();
+      events.publish('config', {
+        result: 'applied',
+        source: options.source ?? 'inline',
+        loaded_at: loadedAt.toISOString(),
+      });
+    },
+    reloadFailed(error) {
+      observability.reloadFailed();
+      events.publish('config', { result: 'refused', source: options.source ?? 'inline', error });
     },
     async close(graceMs) {
       draining = true;
       clearInterval(p50Timer);
+      clearInterval(statsTimer);
+      events.close();
       await gateway.close(graceMs);
       await observability.stop();
       await admin?.close();

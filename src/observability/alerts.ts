@@ -139,6 +139,8 @@ export class AlertEngine {
   #instances = new Map<string, Instance>();
   #webhook: WebhookSender | undefined;
   #circuitOpen: ((upstream: string) => boolean) | undefined;
+  /** Receives every notification too (live views); errors it throws are ignored. */
+  onNotify: ((n: AlertNotification) => void) | undefined = undefined;
   #targetsDown: ((upstream: string) => readonly string[]) | undefined;
 
   constructor(config: EffectiveConfig, options: AlertEngineOptions) {
@@ -351,6 +353,11 @@ export class AlertEngine {
     if (state === 'firing') this.#logger.warn(fields, text);
     else this.#logger.info(fields, text);
     this.#webhook?.send(n);
+    try {
+      this.onNotify?.(n);
+    } catch {
+      // A live view must never break alerting.
+    }
   }
 
   #text(inst: Instance, state: AlertState, m: Measure | undefined, now: number): string {

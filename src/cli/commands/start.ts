@@ -69,7 +69,7 @@ export async function run(argv: string[]): Promise<number> {
       logger.info({ file }, 'config reloaded');
       logLint(logger, next);
     } catch (err) {
-      sluice.observability.reloadFailed();
+      sluice.reloadFailed((err as Error).message);
       logger.error(
         { file, error: (err as Error).message },
         'config reload refused; the running config stays',
