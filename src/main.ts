@@ -117,6 +117,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       runtime: () => gateway.runtime,
       observability,
       source: () => ({ source: options.source ?? 'inline', loadedAt }),
+      jobs: () => (gateway.jobs ? { store: gateway.jobs.store, prefix: gateway.jobs.prefix } : undefined),
     });
     for (const [path, handler] of Object.entries(api.exact)) admin.route(path, handler);
     for (const [prefix, handler] of Object.entries(api.prefixes)) admin.routePrefix(prefix, handler);

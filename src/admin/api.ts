@@ -7,6 +7,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { EffectiveConfig, EffectiveRoute } from '../config/resolve.ts';
 import { parseDuration } from '../config/units.ts';
+import { isStoreUnavailable, JOB_STATUSES, type JobStatus, type JobStore } from '../jobs/job-store.ts';
+import { jobJson } from '../jobs/job-view.ts';
 import { headroomLimit } from '../observability/headroom.ts';
 import type { Observability } from '../observability/observability.ts';
 import type { Runtime } from '../proxy/route-runtime.ts';
@@ -18,6 +20,8 @@ export interface AdminApiDeps {
   observability: Observability;
   /** Where the running config came from (a file path, or how it was built), and when it was loaded. */
   source: () => { source: string; loadedAt: Date };
+  /** The job store and the job resource's prefix, while a route uses async offload. */
+  jobs?: () => { store: JobStore; prefix: string } | undefined;
 }
 
 function problem(res: ServerResponse, status: number, code: string, title: string, detail: string): void {
@@ -142,6 +146,48 @@ export function adminApi(deps: AdminApiDeps): {
       '/api/upstreams': (req, res) => {
         if (!getOnly(req, res)) return;
         json(res, 200, { upstreams: [...deps.runtime().upstreams.values()].map(upstreamView) });
+      },
+      '/api/jobs': async (req, res, url) => {
+        if (!getOnly(req, res)) return;
+        const status = url.searchParams.get('status') ?? undefined;
+        const route = url.searchParams.get('route') ?? undefined;
+        const limitText = url.searchParams.get('limit') ?? '50';
+        const limit = Number(limitText);
+        if (status !== undefined && !JOB_STATUSES.includes(status as JobStatus))
+          return problem(
+            res,
+            400,
+            'bad-request',
+            'Bad request',
+            `status must be one of ${JOB_STATUSES.join(', ')}`,
+          );
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+          return problem(
+            res,
+            400,
+            'bad-request',
+            'Bad request',
+            'limit must be a whole number from 1 to 1000',
+          );
+        const jobs = deps.jobs?.();
+        if (jobs === undefined) return json(res, 200, { jobs: [] });
+        let list: Awaited<ReturnType<JobStore['list']>>;
+        try {
+          list = await jobs.store.list({ status: status as JobStatus | undefined, route, limit });
+        } catch (err) {
+          if (!isStoreUnavailable(err)) throw err;
+          res.setHeader('retry-after', '5');
+          return problem(
+            res,
+            503,
+            'store-unavailable',
+            'Job store unavailable',
+            'the job store cannot be read now',
+          );
+        }
+        json(res, 200, {
+          jobs: list.map((j) => ({ ...jobJson(j, jobs.prefix), request_id: j.request_id ?? null })),
+        });
       },
       '/api/config': (req, res) => {
         if (!getOnly(req, res)) return;

@@ -301,6 +301,12 @@ export interface JobStore {
   counts(): Promise<JobCounts>;
 
   /**
+   * Recent jobs, newest first (admin API), optionally of one status and/or route; at most `limit`
+   * (1–1000). Records without the stored request body.
+   */
+  list(filter: { status?: JobStatus; route?: string; limit: number }): Promise<JobRecord[]>;
+
+  /**
    * Long-poll support: resolves with the job as soon as it is final (at once if it already is), or with
    * its current state when `timeoutMs` ends; undefined if it does not exist or was purged. An aborted
    * `signal` ends the wait at once (resolving with undefined) and releases every resource it held.

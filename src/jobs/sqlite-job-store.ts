@@ -251,6 +251,13 @@ export class SqliteJobStore implements JobStore {
          RETURNING *`,
       ),
       get: p('SELECT * FROM jobs WHERE id = ?'),
+      list: p(
+        `SELECT id, route, mode, status, created_at, updated_at, attempts, owner_hash, error, NULL AS request,
+           NULL AS request_body, result_meta, expires_at, keep_ms, max_result, run_at, lease_owner, lease_until,
+           idempotent, callback_url, request_id, received_at
+         FROM jobs WHERE (:status IS NULL OR status = :status) AND (:route IS NULL OR route = :route)
+         ORDER BY created_at DESC, id DESC LIMIT :limit`,
+      ),
       holder: p('SELECT status, lease_owner, route, max_result FROM jobs WHERE id = ?'),
       markRunning: p(
         `UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = :owner,
@@ -652,6 +659,17 @@ export class SqliteJobStore implements JobStore {
       // Large purges in batches, letting requests through in between.
       await new Promise((r) => setImmediate(r));
     }
+  }
+
+  async list(filter: { status?: JobStatus; route?: string; limit: number }): Promise<JobRecord[]> {
+    const rows = this.#run('list', () =>
+      this.#s.list.all({
+        status: filter.status ?? null,
+        route: filter.route ?? null,
+        limit: Math.max(1, Math.min(1000, Math.floor(filter.limit))),
+      }),
+    ) as Row[];
+    return rows.map(toRecord);
   }
 
   async counts(): Promise<JobCounts> {

@@ -598,6 +598,37 @@ export function runJobStoreContract(name: string, makeStore: MakeStore): void {
         assert.equal(await store.purgeExpired(clock.t + 10_000), 1);
       });
 
+      test('list: newest first, by status and route, bounded, without request bodies', async (t) => {
+        const { store, clock } = await setup(t);
+        const a = await store.create(
+          queueJob({ request: { method: 'POST', path: '/x', headers: [], body: Buffer.from('secret') } }),
+        );
+        clock.advance(10);
+        const b = await store.create(autoJob());
+        clock.advance(10);
+        const c = await store.create(autoJob());
+        await store.fail(c.id, TIMEOUT);
+        assert.deepEqual(
+          (await store.list({ limit: 10 })).map((j) => j.id),
+          [c.id, b.id, a.id],
+        );
+        assert.deepEqual(
+          (await store.list({ limit: 10, status: 'failed' })).map((j) => j.id),
+          [c.id],
+        );
+        assert.deepEqual(
+          (await store.list({ limit: 10, route: 'reports' })).map((j) => j.id),
+          [a.id],
+        );
+        assert.deepEqual(
+          (await store.list({ limit: 1 })).map((j) => j.id),
+          [c.id],
+        );
+        const [listed] = await store.list({ limit: 10, route: 'reports' });
+        assert.equal(listed.request, undefined, 'no request (or body) in listings');
+        assert.equal((await store.list({ limit: 10, route: 'nope' })).length, 0);
+      });
+
       test('counts by route and status', async (t) => {
         const { store } = await setup(t);
         assert.deepEqual(await store.counts(), {});

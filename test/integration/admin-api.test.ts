@@ -3,6 +3,9 @@
  * settings and live figures, what-if budgets, the running config, and the token rules.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { startDemoUpstream } from '../../src/demo/demo-upstream.ts';
 import { startTestGateway } from '../helpers.ts';
@@ -181,5 +184,49 @@ routes: [{ name: api, match: { path: / }, upstream: demo }]
     ).text();
     assert.ok(!text.includes(token), 'the token is redacted');
     assert.match(text, /"token":"\*\*\*"/);
+  });
+
+  test('GET /api/jobs lists jobs newest first, filtered by status and route, never with bodies', async (t) => {
+    const demo = await startDemoUpstream({ port: 0 });
+    t.after(() => demo.close());
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-admin-'));
+    const gw = await startTestGateway(
+      `
+store: sqlite:${join(dir, 'jobs.db')}
+upstreams: { demo: { targets: ["${demo.url}"] } }
+routes:
+  - { name: slow, match: { path: /slow }, upstream: demo, async: { mode: auto, after: 50ms } }
+  - { name: api, match: { path: / }, upstream: demo }
+`,
+      { admin: true },
+    );
+    t.after(() => gw.close());
+    const admin = `http://127.0.0.1:${gw.sluice.adminPort}`;
+    const first = (await (await fetch(gw.url('/slow?ms=150'))).json()) as { id: string };
+    const second = await fetch(gw.url('/slow?ms=5000'));
+    const secondJob = (await second.json()) as { id: string };
+    await gw.log.next((e) => e.job === first.id && e.outcome === 'job_completed');
+    const all = (await (await fetch(`${admin}/api/jobs`)).json()) as {
+      jobs: { id: string; status: string; route: string; request_id: string }[];
+    };
+    assert.deepEqual(
+      all.jobs.map((j) => [j.id, j.status, j.route]),
+      [
+        [secondJob.id, 'running', 'slow'],
+        [first.id, 'completed', 'slow'],
+      ],
+    );
+    assert.equal(all.jobs[0].request_id, second.headers.get('x-request-id'));
+    const done = (await (await fetch(`${admin}/api/jobs?status=completed&limit=5`)).json()) as {
+      jobs: { id: string }[];
+    };
+    assert.deepEqual(
+      done.jobs.map((j) => j.id),
+      [first.id],
+    );
+    const other = (await (await fetch(`${admin}/api/jobs?route=api`)).json()) as { jobs: unknown[] };
+    assert.deepEqual(other.jobs, []);
+    assert.equal((await fetch(`${admin}/api/jobs?status=done`)).status, 400);
+    assert.equal((await fetch(`${admin}/api/jobs?limit=0`)).status, 400);
   });
 });
