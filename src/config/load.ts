@@ -16,34 +16,12 @@ import {
   visit,
 } from 'yaml';
 import type { z } from 'zod';
+import { ConfigError, type ConfigIssue } from './errors.ts';
 import { type EffectiveConfig, resolveConfig } from './resolve.ts';
 import { ADDRESS_PATTERN, configJsonSchema, configSchema } from './schema.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from './units.ts';
 
-export interface ConfigIssue {
-  /** Dotted key path such as `routes[0].timeouts.conect`. */
-  path: string;
-  line?: number;
-  message: string;
-}
-
-/** A config that cannot be used. `message` lists every issue, one per line, with file and line. */
-export class ConfigError extends Error {
-  readonly code = 'config-invalid';
-  readonly file: string;
-  readonly issues: ConfigIssue[];
-  constructor(file: string, issues: ConfigIssue[]) {
-    super(issues.map((i) => formatIssue(file, i)).join('\n'));
-    this.name = 'ConfigError';
-    this.file = file;
-    this.issues = issues;
-  }
-}
-
-function formatIssue(file: string, issue: ConfigIssue): string {
-  const where = issue.line ? `${file}:${issue.line}` : file;
-  return issue.path ? `${where}: ${issue.path}: ${issue.message}` : `${where}: ${issue.message}`;
-}
+export { ConfigError, type ConfigIssue } from './errors.ts';
 
 /** Keys SPEC names for features that are planned but not built yet: a clearer error than "unknown". */
 const PLANNED: Record<string, string> = {
