@@ -87,6 +87,8 @@ function code(v: unknown): string {
 }
 
 function typeOf(s: Schema, link?: string): string {
+  // A duration field also takes the bare number 0 (= 0s): it is still "a duration".
+  if (s.anyOf?.some((a) => a.pattern === DURATION_PATTERN)) return 'duration';
   if (s.anyOf) return s.anyOf.map((a) => typeOf(a, link)).join(' or ');
   if (s.enum) return s.enum.map(code).join(' | ');
   switch (s.pattern) {
@@ -101,6 +103,7 @@ function typeOf(s: Schema, link?: string): string {
     case NAME_PATTERN:
       return 'name';
     case '^https?:\\/\\/':
+    case '^https?://':
       return 'URL';
   }
   if (s.format === 'uri' || s.format === 'url') return 'URL';
