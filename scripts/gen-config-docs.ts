@@ -87,6 +87,8 @@ function code(v: unknown): string {
 }
 
 function typeOf(s: Schema, link?: string): string {
+  // A duration field also takes the bare number 0 (= 0s): it is still "a duration".
+  if (s.anyOf?.some((a) => a.pattern === DURATION_PATTERN)) return 'duration';
   if (s.anyOf) return s.anyOf.map((a) => typeOf(a, link)).join(' or ');
   if (s.enum) return s.enum.map(code).join(' | ');
   switch (s.pattern) {
@@ -101,6 +103,7 @@ function typeOf(s: Schema, link?: string): string {
     case NAME_PATTERN:
       return 'name';
     case '^https?:\\/\\/':
+    case '^https?://':
       return 'URL';
   }
   if (s.format === 'uri' || s.format === 'url') return 'URL';
@@ -245,7 +248,7 @@ Every key below is validated today. Some configure features that are still being
 
 | kind | written as | notes |
 | --- | --- | --- |
-| duration | \`250ms\`, \`5s\`, \`2m\`, \`1h\` (fractions allowed: \`1.5s\`) | A bare number is refused, so a unit is never guessed. \`0s\` (or \`0\`) disables a timeout where its description says "0s disables". |
+| duration | \`250ms\`, \`5s\`, \`2m\`, \`1h\` (fractions allowed: \`1.5s\`) | A bare number other than \`0\` is refused (\`5\` → "\`5\` is not a duration: write 5s or 5ms"), so a unit is never guessed. \`0s\` (or \`0\`) disables a timeout where its description says "0s disables". |
 | size | \`512B\`, \`512KB\`, \`10MB\`, \`1GB\` | Binary multiples, like nginx: 1KB = 1024 bytes, 1MB = 1024 KB. \`KiB\`, \`MiB\`, \`GiB\` are accepted as synonyms. |
 | percentage | \`20%\`, \`0.5%\` | A share of requests. |
 | host:port | \`0.0.0.0:8080\`, \`127.0.0.1:8081\`, \`:8080\`, \`[::1]:8080\` | An empty host (\`:8080\`) listens on every interface. |

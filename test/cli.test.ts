@@ -294,12 +294,22 @@ describe('help and usage', { concurrency: 3 }, () => {
   test('proxy with a bad flag value: one line naming the flag', async () => {
     assertOneLineError(
       await sluice(['proxy', '--to', 'http://127.0.0.1:1', '--timeout', '5x']),
-      /^sluice: proxy: --timeout: expected a duration such as 250ms, 5s, 2m or 1h$/,
+      /^sluice: proxy: --timeout: `5x` is not a duration: write e\.g\. 250ms, 5s, 2m or 1h \(units ms, s, m, h\)$/,
+      2,
+    );
+    assertOneLineError(
+      await sluice(['proxy', '--to', 'http://127.0.0.1:1', '--timeout', '60']),
+      /^sluice: proxy: --timeout: `60` is not a duration: write 60s or 60ms \(units ms, s, m, h\)$/,
       2,
     );
     assertOneLineError(
       await sluice(['proxy', '--to', 'ftp://x']),
-      /^sluice: proxy: --to: expected an http/,
+      /^sluice: proxy: --to: `ftp:\/\/x` is not an http:\/\/ or https:\/\/ URL$/,
+      2,
+    );
+    assertOneLineError(
+      await sluice(['proxy', '--to', '127.0.0.1:3000']),
+      /^sluice: proxy: --to: `127\.0\.0\.1:3000` is not an http:\/\/ or https:\/\/ URL: did you mean http:\/\/127\.0\.0\.1:3000\?$/,
       2,
     );
   });
@@ -549,7 +559,7 @@ describe('running', { concurrency: true }, () => {
     assert.equal(r.stdout, '');
     assert.doesNotMatch(r.stderr, / {4}at /);
     assert.deepEqual(r.stderr.trimEnd().split('\n'), [
-      `${file}:13: routes[0].timeouts.total: expected a duration such as 250ms, 5s, 2m or 1h`,
+      `${file}:13: routes[0].timeouts.total: \`5x\` is not a duration: write e.g. 250ms, 5s, 2m or 1h (units ms, s, m, h)`,
     ]);
     // Once the schema is satisfied, the reference check runs and names the defined upstreams.
     writeFileSync(
@@ -636,6 +646,54 @@ describe('running', { concurrency: true }, () => {
       await sluice(['proxy', '--to', 'http://127.0.0.1:1', '--timeout', '5s', '--async-after', '5s']),
       /^sluice: proxy: .*after/,
     );
+  });
+
+  test('proxy --timeout 40s: total is the limit that fires (ttfb and read raised), the upstream is told so', async (t) => {
+    const demo = await demoUpstream(t);
+    const port = await freePort();
+    const s = new Running(t, [
+      'proxy',
+      '--to',
+      demo.url,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--timeout',
+      '40s',
+    ]);
+    await s.stderrMatch(/default {2}\/ {6}upstream {2}5s {7}30s {3}40s {3}1m {4}40s/);
+    // The structured start line of the operational log.
+    const listening = await s.until('the listening line', () =>
+      s.stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l))
+        .find((l) => l.msg === 'listening'),
+    );
+    assert.equal(listening.listen, `http://127.0.0.1:${port}`);
+    assert.equal(listening.command, 'proxy');
+    assert.equal(listening.routes, 1);
+    // Without the raise, the 30s ttfb default would fire first and the upstream would be told 30000.
+    const echo = await get(`http://127.0.0.1:${port}/echo`);
+    const told = Number(JSON.parse(echo.body).headers['x-timeout-ms']);
+    assert.ok(told > 39_000 && told <= 40_000, `x-timeout-ms ${told}`);
+    s.signal('SIGTERM');
+    assert.deepEqual(await s.exited, { code: 0, signal: null });
+  });
+
+  test('proxy: SIGHUP is ignored with a log line and it keeps serving', async (t) => {
+    const demo = await demoUpstream(t);
+    const port = await freePort();
+    const s = new Running(t, ['proxy', '--to', demo.url, '--listen', `127.0.0.1:${port}`]);
+    await s.stderrMatch(/"msg":"listening"/);
+    s.signal('SIGHUP');
+    await s.stderrMatch(/"msg":"SIGHUP ignored: sluice proxy has no config file to reload"/);
+    assert.ok(s.running);
+    const ok = await get(`http://127.0.0.1:${port}/fast`);
+    assert.equal(ok.status, 200);
+    s.signal('SIGHUP');
+    assert.equal((await get(`http://127.0.0.1:${port}/fast`)).status, 200);
+    s.signal('SIGTERM');
+    assert.deepEqual(await s.exited, { code: 0, signal: null });
   });
 
   test('a second SIGTERM during the drain exits at once with 1', async (t) => {

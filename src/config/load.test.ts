@@ -138,35 +138,76 @@ test('wrong types elsewhere: a list, a mapping, a boolean', () => {
   hasIssue(routes, 4, 'routes', /expected a list, got a mapping/);
 });
 
-test('bad duration: 5x, a bare number, a negative one', () => {
+test('bad duration: echoed with what to write (5x, a bare number, a space, a negative one, a unit word)', () => {
   const x = fail(`${BASE}    timeouts: { connect: 5x }\n`);
-  hasIssue(x, 7, 'routes[0].timeouts.connect', /expected a duration such as 250ms, 5s, 2m or 1h/);
+  hasIssue(
+    x,
+    7,
+    'routes[0].timeouts.connect',
+    /`5x` is not a duration: write e\.g\. 250ms, 5s, 2m or 1h \(units ms, s, m, h\)$/,
+  );
 
   const bare = fail(`${BASE}    timeouts:\n      ttfb: 5\n`);
-  hasIssue(bare, 8, 'routes[0].timeouts.ttfb', /expected a duration .*got number 5 \(a unit is required\)/);
+  hasIssue(
+    bare,
+    8,
+    'routes[0].timeouts.ttfb',
+    /`5` is not a duration: write 5s or 5ms \(units ms, s, m, h\)$/,
+  );
 
-  const quoted = fail(`${BASE}    timeouts: { total: "5" }\n`);
-  hasIssue(quoted, 7, 'routes[0].timeouts.total', /expected a duration/);
+  const quoted = fail(`${BASE}    timeouts: { total: "60" }\n`);
+  hasIssue(quoted, 7, 'routes[0].timeouts.total', /`60` is not a duration: write 60s or 60ms/);
 
-  const zero = fail(`${BASE}    timeouts: { total: 0 }\n`);
-  hasIssue(zero, 7, 'routes[0].timeouts.total', /got number 0 \(write 0s to disable\)/);
+  const neg = fail(`defaults:\n  timeouts: { read: -5s }\n${BASE}`);
+  hasIssue(
+    neg,
+    2,
+    'defaults.timeouts.read',
+    /`-5s` is not a duration: a duration cannot be negative \(0s disables\)/,
+  );
 
-  const neg = fail(`defaults:\n  timeouts: { read: -1s }\n${BASE}`);
-  hasIssue(neg, 2, 'defaults.timeouts.read', /expected a duration/);
+  const client = fail(`client:\n  header_timeout: 2 s\n${BASE}`);
+  hasIssue(client, 2, 'client.header_timeout', /`2 s` is not a duration: write 2s \(units ms, s, m, h\)$/);
 
-  const client = fail(`client:\n  header_timeout: 10 s\n${BASE}`);
-  hasIssue(client, 2, 'client.header_timeout', /expected a duration/);
+  const word = fail(`shutdown_timeout: 10sec\n${BASE}`);
+  hasIssue(word, 1, 'shutdown_timeout', /`10sec` is not a duration: write 10s /);
+
+  const list = fail(`shutdown_timeout: [1s]\n${BASE}`);
+  hasIssue(list, 1, 'shutdown_timeout', /expected a duration such as 250ms, 5s, 2m or 1h, got a list$/);
+  // One line per bad value, never one per failed check.
+  assert.equal(list.issues.length, 1);
 });
 
-test('bad size', () => {
+test('bad size: echoed with what to write', () => {
   const err = fail(`${BASE}    max_body: 10 MB\n`);
-  hasIssue(err, 7, 'routes[0].max_body', /expected a size such as 512KB or 10MB/);
+  hasIssue(err, 7, 'routes[0].max_body', /`10 MB` is not a size: write 10MB \(units B, KB, MB, GB\)$/);
 
   const bare = fail(`defaults:\n  max_body: 1024\n${BASE}`);
-  hasIssue(bare, 2, 'defaults.max_body', /expected a size .*got number 1024 \(a unit is required\)/);
+  hasIssue(bare, 2, 'defaults.max_body', /`1024` is not a size: write 1024B, 1024KB or 1024MB/);
 
   const unit = fail(`client: { max_header_size: 16kb }\n${BASE}`);
-  hasIssue(unit, 1, 'client.max_header_size', /expected a size/);
+  hasIssue(unit, 1, 'client.max_header_size', /`16kb` is not a size: write 16KB /);
+});
+
+test('a target without a scheme: reported once, with the URL it meant', () => {
+  const err = fail(
+    `upstreams:\n  api:\n    targets: [127.0.0.1:3000, { url: "localhost:4000" }]\nroutes:\n  - name: r\n    upstream: api\n`,
+  );
+  assert.equal(err.issues.length, 2, err.message);
+  hasIssue(
+    err,
+    3,
+    'upstreams.api.targets[0]',
+    /`127\.0\.0\.1:3000` is not an http:\/\/ or https:\/\/ URL: did you mean http:\/\/127\.0\.0\.1:3000\?$/,
+  );
+  hasIssue(err, 3, 'upstreams.api.targets[1].url', /did you mean http:\/\/localhost:4000\?$/);
+});
+
+test('0 (the bare number) disables a phase as 0s does', () => {
+  const c = load(`${BASE}    timeouts: { ttfb: 0, total: 0, read: 0s }\n`);
+  assert.equal(c.routes[0].timeouts.ttfb, 0);
+  assert.equal(c.routes[0].timeouts.total, 0);
+  assert.equal(c.routes[0].timeouts.read, 0);
 });
 
 test('missing required: routes absent, upstreams absent, a route without upstream', () => {
@@ -223,7 +264,12 @@ test('bad values: target URL, name, port range, method case', () => {
     `listen: ":70000"\nupstreams:\n  api:\n    targets: [ftp://127.0.0.1]\nroutes:\n  - name: "a b"\n    upstream: api\n    match: { methods: [get] }\n`,
   );
   hasIssue(err, 1, 'listen', /port must be 0\.\.65535/);
-  hasIssue(err, 4, 'upstreams.api.targets[0]', /expected an http:\/\/ or https:\/\/ URL/);
+  hasIssue(
+    err,
+    4,
+    'upstreams.api.targets[0]',
+    /`ftp:\/\/127\.0\.0\.1` is not an http:\/\/ or https:\/\/ URL$/,
+  );
   hasIssue(err, 6, 'routes[0].name', /names use letters/);
   hasIssue(err, 8, 'routes[0].match.methods[0]', /upper-case/);
 });
@@ -255,7 +301,7 @@ test(`ENV interpolation: \${VAR} set, unset (error with line), \${VAR:-default}`
 
   // An interpolated value is validated like a written one.
   const bad = fail(`${BASE}    timeouts: { total: "\${SLUICE_T_TOTAL}" }\n`, { SLUICE_T_TOTAL: '5x' });
-  hasIssue(bad, 7, 'routes[0].timeouts.total', /expected a duration/);
+  hasIssue(bad, 7, 'routes[0].timeouts.total', /`5x` is not a duration/);
 });
 
 test('several errors are reported at once, one line each, in file order', () => {
@@ -269,8 +315,8 @@ test('several errors are reported at once, one line each, in file order', () => 
   hasIssue(err, 1, 'listen', /expected host:port/);
   hasIssue(err, 2, 'zz', /unknown key/);
   hasIssue(err, 9, 'routes[0].timeouts.conect', /did you mean "connect"/);
-  hasIssue(err, 9, 'routes[0].timeouts.total', /expected a duration/);
-  hasIssue(err, 10, 'routes[0].max_body', /expected a size/);
+  hasIssue(err, 9, 'routes[0].timeouts.total', /`5x` is not a duration/);
+  hasIssue(err, 10, 'routes[0].max_body', /`10 MB` is not a size/);
   const order = err.issues.map((i) => i.line ?? 0);
   assert.deepEqual(
     order,
@@ -531,4 +577,20 @@ test('keys SPEC names for planned features say so instead of "unknown"', () => {
       'sluice.yaml:1: workers: only 1 is available in this version (auto, one process per core, is planned)',
   );
   assert.equal(loadConfigText(`workers: 1\n${base}`, 'sluice.yaml', {}).routes.length, 1);
+});
+
+test(`an unset \${VAR} is reported with its line and validation goes on: every problem at once`, () => {
+  const err = fail(
+    `upstreams:\n  app:\n    targets: ["\${APP_URL}"]\nroutes:\n  - name: r\n    upstream: app\n    timeouts: { total: 2 s }\n  - name: s\n    upstream: nope\n`,
+  );
+  hasIssue(err, 3, 'upstreams.app.targets[0]', /environment variable APP_URL is not set/);
+  hasIssue(err, 7, 'routes[0].timeouts.total', /`2 s` is not a duration/);
+  // The empty value the variable left is not reported a second time.
+  assert.equal(err.issues.length, 2, err.message);
+
+  // With the schema satisfied, the resolver's checks still run beside the unset variable.
+  const later = fail(`admin: { token: "\${NOPE_TOKEN}" }\n${BASE}  - name: s\n    upstream: nope\n`);
+  hasIssue(later, 1, 'admin.token', /NOPE_TOKEN is not set/);
+  hasIssue(later, 9, 'routes[1].upstream', /no upstream named "nope"/);
+  assert.equal(later.issues.length, 2, later.message);
 });

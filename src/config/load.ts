@@ -16,34 +16,18 @@ import {
   visit,
 } from 'yaml';
 import type { z } from 'zod';
+import { ConfigError, type ConfigIssue } from './errors.ts';
 import { type EffectiveConfig, resolveConfig } from './resolve.ts';
-import { ADDRESS_PATTERN, configJsonSchema, configSchema } from './schema.ts';
-import { DURATION_PATTERN, SIZE_PATTERN } from './units.ts';
+import {
+  ADDRESS_PATTERN,
+  type ConfigFile,
+  configJsonSchema,
+  configSchema,
+  TARGET_PATTERN,
+} from './schema.ts';
+import { DURATION_PATTERN, durationProblem, SIZE_PATTERN, sizeProblem } from './units.ts';
 
-export interface ConfigIssue {
-  /** Dotted key path such as `routes[0].timeouts.conect`. */
-  path: string;
-  line?: number;
-  message: string;
-}
-
-/** A config that cannot be used. `message` lists every issue, one per line, with file and line. */
-export class ConfigError extends Error {
-  readonly code = 'config-invalid';
-  readonly file: string;
-  readonly issues: ConfigIssue[];
-  constructor(file: string, issues: ConfigIssue[]) {
-    super(issues.map((i) => formatIssue(file, i)).join('\n'));
-    this.name = 'ConfigError';
-    this.file = file;
-    this.issues = issues;
-  }
-}
-
-function formatIssue(file: string, issue: ConfigIssue): string {
-  const where = issue.line ? `${file}:${issue.line}` : file;
-  return issue.path ? `${where}: ${issue.path}: ${issue.message}` : `${where}: ${issue.message}`;
-}
+export { ConfigError, type ConfigIssue } from './errors.ts';
 
 /** Keys SPEC names for features that are planned but not built yet: a clearer error than "unknown". */
 const PLANNED: Record<string, string> = {
@@ -129,29 +113,69 @@ export function loadConfigText(
       );
     },
   });
-  if (issues.length > 0) throw new ConfigError(file, issues);
-
   const raw = doc.toJS() ?? {};
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(file, [
       { path: '', line: 1, message: 'expected a mapping of settings at the top level' },
     ]);
   }
-  const result = configSchema.safeParse(raw);
-  if (!result.success) {
-    const found = result.error.issues.flatMap((issue) => describeIssue(issue, doc.contents as Node, lineOf));
+  const root = doc.contents as Node;
+  // An unset variable is reported and validation goes on (every problem at once).
+  return validateConfig(raw, file, issues, {
+    value: (path) => getIn(raw, path),
+    line: (path) => lineOf(nodeAt(root, path)),
+    keyLine: (path, key) => lineOf(keyNodeAt(root, path, key)),
+  });
+}
+
+/**
+ * Validates a config given as a plain object (what `sluice proxy` builds from its flags) exactly as
+ * a file is validated. Throws ConfigError, whose issues name key paths (no lines).
+ */
+export function loadConfigObject(raw: Record<string, unknown>, file = 'command line'): EffectiveConfig {
+  return validateConfig(raw, file, [], { value: (path) => getIn(raw, path) });
+}
+
+function validateConfig(
+  raw: unknown,
+  file: string,
+  earlier: ConfigIssue[],
+  ctx: IssueContext,
+): EffectiveConfig {
+  // A value an earlier issue (an unset variable) left empty is not reported a second time.
+  const skip = earlier.map((i) => i.path);
+  const fail = (found: ConfigIssue[]): never => {
+    const all = [
+      ...earlier,
+      ...found.filter((i) => !skip.some((p) => i.path === p || i.path.startsWith(`${p}.`))),
+    ];
     // In file order, like a compiler; issues without a line (missing top-level keys) first.
     throw new ConfigError(
       file,
-      found.sort((a, b) => (a.line ?? 0) - (b.line ?? 0)),
+      all.sort((a, b) => (a.line ?? 0) - (b.line ?? 0)),
     );
-  }
+  };
+  const result = configSchema.safeParse(raw);
+  if (!result.success) fail(describeIssues(result.error.issues, ctx));
+  let config: EffectiveConfig | undefined;
   try {
-    return resolveConfig(result.data, (path) => lineOf(nodeAt(doc.contents as Node, path)));
+    config = resolveConfig(result.data as ConfigFile, (path) => ctx.line?.(path));
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(file, err.issues);
+    if (err instanceof ConfigError) fail(err.issues);
     throw err;
   }
+  if (earlier.length > 0) fail([]);
+  return config as EffectiveConfig;
+}
+
+/** The value at a key path of a plain object (undefined when absent). */
+export function getIn(obj: unknown, path: readonly PropertyKey[]): unknown {
+  let v: unknown = obj;
+  for (const key of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[key];
+  }
+  return v;
 }
 
 function pathOf(path: readonly unknown[], node: Node): string {
@@ -206,57 +230,107 @@ function keyNodeAt(root: Node | null, path: readonly PropertyKey[], key: string)
   return (pair?.key as Node | undefined) ?? parent;
 }
 
-function describeIssue(
-  issue: z.core.$ZodIssue,
-  root: Node,
-  lineOf: (n: Node | undefined | null) => number | undefined,
-): ConfigIssue[] {
+/** Where the values and lines of the config being validated are (a YAML file, or a command line). */
+export interface IssueContext {
+  value(path: readonly PropertyKey[]): unknown;
+  line?(path: readonly PropertyKey[]): number | undefined;
+  keyLine?(path: readonly PropertyKey[], key: string): number | undefined;
+}
+
+/** zod's issues as one clear message per problem (a value echoed with what to write instead). */
+export function describeIssues(issues: readonly z.core.$ZodIssue[], ctx: IssueContext): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const seen = new Set<string>();
+  for (const issue of issues)
+    for (const i of describeIssue(issue, ctx)) {
+      // One problem per key: a value failing several checks is reported once.
+      const key = `${i.path}\n${i.message}`;
+      if (seen.has(key) || (i.path !== '' && seen.has(i.path))) continue;
+      seen.add(key);
+      seen.add(i.path);
+      out.push(i);
+    }
+  return out;
+}
+
+function describeIssue(issue: z.core.$ZodIssue, ctx: IssueContext): ConfigIssue[] {
   if (issue.code === 'unrecognized_keys') {
     const known = knownKeys(issue.path);
     return issue.keys.map((key) => {
+      const line = ctx.keyLine?.(issue.path, key);
       const planned =
         PLANNED[`${issue.path.length > 0 && typeof issue.path[0] === 'string' ? issue.path[0] : ''}.${key}`];
       if (planned) {
         return {
           path: formatPath([...issue.path, key]),
-          line: lineOf(keyNodeAt(root, issue.path, key)),
+          line,
           message: `${planned} is not available in this version yet: remove "${key}" (see the README's status list)`,
         };
       }
       const hint = closest(key, known);
       return {
         path: formatPath([...issue.path, key]),
-        line: lineOf(keyNodeAt(root, issue.path, key)),
+        line,
         message: `unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : known.length ? ` (known keys: ${known.join(', ')})` : ''}`,
       };
     });
   }
   let message = issue.message;
-  let line = lineOf(nodeAt(root, issue.path));
-  if (issue.code === 'invalid_type') {
-    const found = valueAt(root, issue.path);
-    const expected = unitHint(issue.path) ?? TYPE_WORDS[issue.expected] ?? issue.expected;
-    if (found === undefined) {
-      message = `is required (expected ${expected})`;
-      // A missing key has no line of its own: point at the mapping that lacks it.
-      line ??= lineOf(nodeAt(root, issue.path.slice(0, -1)));
-    } else {
-      message = `expected ${expected}, got ${describe(found)}`;
-      if (typeof found === 'number') message += numberHint(issue.path, found);
-    }
+  let line = ctx.line?.(issue.path);
+  const found = ctx.value(issue.path);
+  const kind = kindAt(issue.path);
+  if (found === undefined && (issue.code === 'invalid_type' || issue.code === 'invalid_union')) {
+    const expected =
+      unitHint(kind) ?? (issue.code === 'invalid_type' ? (TYPE_WORDS[issue.expected] ?? issue.expected) : '');
+    message = expected ? `is required (expected ${expected})` : 'is required';
+    // A missing key has no line of its own: point at the mapping that lacks it.
+    line ??= ctx.line?.(issue.path.slice(0, -1));
+  } else if (kind === 'duration' && found !== undefined) {
+    message = durationProblem(found);
+  } else if (kind === 'size' && found !== undefined) {
+    message = sizeProblem(found);
+  } else if (kind === 'target' && typeof found === 'string') {
+    message = targetProblem(found);
+  } else if (issue.code === 'invalid_type') {
+    const expected = unitHint(kind) ?? TYPE_WORDS[issue.expected] ?? issue.expected;
+    message = `expected ${expected}, got ${describe(found)}`;
+    if (typeof found === 'number' && kind === 'address')
+      message += ` (write ":${found}" for every interface)`;
   } else if (issue.code === 'invalid_value' && 'values' in issue && issue.message.startsWith('Invalid')) {
     message = `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
   }
   return [{ path: formatPath(issue.path), line, message }];
 }
 
-/** A bare number where a string with a unit (or a host:port) was expected: say what to write. */
-function numberHint(path: readonly PropertyKey[], n: number): string {
-  const pattern = schemaAt(path)?.pattern;
-  if (pattern === ADDRESS_PATTERN) return ` (write ":${n}" for every interface)`;
-  if (pattern === DURATION_PATTERN) return n === 0 ? ' (write 0s to disable)' : ' (a unit is required)';
-  if (pattern === SIZE_PATTERN) return n === 0 ? '' : ' (a unit is required)';
-  return '';
+/** A target that is not an http(s) URL, with the URL it most likely meant. */
+function targetProblem(value: string): string {
+  const head = `\`${value}\` is not an http:// or https:// URL`;
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
+    try {
+      const url = new URL(`http://${value}`);
+      if (url.hostname) return `${head}: did you mean http://${value}?`;
+    } catch {}
+  }
+  return head;
+}
+
+type Kind = 'duration' | 'size' | 'address' | 'target';
+const KIND_OF_PATTERN: Record<string, Kind> = {
+  [DURATION_PATTERN]: 'duration',
+  [SIZE_PATTERN]: 'size',
+  [ADDRESS_PATTERN]: 'address',
+  [TARGET_PATTERN]: 'target',
+};
+
+/** Whether the value at a config path is a duration, a size, a host:port or a target URL. */
+function kindAt(path: readonly PropertyKey[]): Kind | undefined {
+  const s = schemaAt(path);
+  if (!s) return undefined;
+  for (const branch of [s, ...(s.anyOf ?? [])]) {
+    const kind = branch.pattern === undefined ? undefined : KIND_OF_PATTERN[branch.pattern];
+    if (kind) return kind;
+  }
+  return undefined;
 }
 
 /** How zod's type names read to someone writing YAML. */
@@ -270,18 +344,12 @@ const TYPE_WORDS: Record<string, string> = {
 };
 
 /** For duration and size fields, what a valid value looks like (they are strings with a unit in YAML). */
-function unitHint(path: readonly PropertyKey[]): string | undefined {
-  const pattern = schemaAt(path)?.pattern;
-  if (pattern === DURATION_PATTERN) return 'a duration such as 250ms, 5s, 2m or 1h';
-  if (pattern === SIZE_PATTERN) return 'a size such as 512KB or 10MB';
-  if (pattern === ADDRESS_PATTERN) return 'host:port, e.g. 0.0.0.0:8080 or :8080';
+function unitHint(kind: Kind | undefined): string | undefined {
+  if (kind === 'duration') return 'a duration such as 250ms, 5s, 2m or 1h';
+  if (kind === 'size') return 'a size such as 512KB or 10MB';
+  if (kind === 'address') return 'host:port, e.g. 0.0.0.0:8080 or :8080';
+  if (kind === 'target') return 'an http:// or https:// URL';
   return undefined;
-}
-
-function valueAt(root: Node, path: readonly PropertyKey[]): unknown {
-  const node = nodeAt(root, path);
-  if (!node || nodeAt(root, path.slice(0, -1)) === node) return undefined;
-  return isScalar(node) ? node.value : isSeq(node) ? [] : isMap(node) ? {} : undefined;
 }
 
 function describe(v: unknown): string {
@@ -293,6 +361,7 @@ function describe(v: unknown): string {
 
 type JsonSchema = {
   pattern?: string;
+  anyOf?: JsonSchema[];
   properties?: Record<string, JsonSchema>;
   items?: JsonSchema;
   additionalProperties?: JsonSchema | boolean;
@@ -305,11 +374,14 @@ function schemaAt(path: readonly PropertyKey[]): JsonSchema | undefined {
   let s: JsonSchema | undefined = schemaCache;
   for (const key of path) {
     if (!s) return undefined;
-    if (typeof key === 'number') s = s.items;
-    else
+    if (typeof key === 'number') s = s.items ?? s.anyOf?.find((b) => b.items)?.items;
+    else {
+      const k = String(key);
+      const branch: JsonSchema = s.anyOf?.find((b) => b.properties?.[k]) ?? s;
       s =
-        s.properties?.[String(key)] ??
-        (typeof s.additionalProperties === 'object' ? s.additionalProperties : undefined);
+        branch.properties?.[k] ??
+        (typeof branch.additionalProperties === 'object' ? branch.additionalProperties : undefined);
+    }
   }
   return s;
 }

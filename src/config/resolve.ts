@@ -4,7 +4,7 @@
  * frozen, so nothing is looked up per request.
  */
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
-import { ConfigError, type ConfigIssue } from './load.ts';
+import { ConfigError, type ConfigIssue } from './errors.ts';
 import type { ConfigFile, TimeoutsInput } from './schema.ts';
 
 /** Milliseconds per phase; 0 disables that phase's timeout. */

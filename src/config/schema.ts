@@ -6,11 +6,13 @@
 import { z } from 'zod';
 import { DURATION_PATTERN, parseDuration, parseSize, SIZE_PATTERN } from './units.ts';
 
+// A duration is a string with a unit; the bare number 0 is accepted too, as "0s" (disabled).
 const duration = (description: string) =>
   z
-    .string()
-    .regex(new RegExp(DURATION_PATTERN), 'expected a duration such as 250ms, 5s, 2m or 1h')
-    .transform((s) => parseDuration(s) as number)
+    .union([z.literal(0), z.string().regex(new RegExp(DURATION_PATTERN))], {
+      error: 'expected a duration such as 250ms, 5s, 2m or 1h',
+    })
+    .transform((s) => (s === 0 ? 0 : (parseDuration(s) as number)))
     .meta({ description });
 
 const size = (description: string) =>
@@ -52,11 +54,22 @@ const timeoutsShape = {
 };
 const timeouts = z.strictObject(timeoutsShape).partial();
 
-const target = z
-  .string()
-  .url('expected an http:// or https:// URL')
-  .regex(/^https?:\/\//, 'expected an http:// or https:// URL')
-  .meta({ description: 'Base URL of one upstream server, e.g. http://127.0.0.1:9001' });
+export const TARGET_PATTERN = '^https?://';
+const target = z.string().refine(isHttpUrl, 'expected an http:// or https:// URL').meta({
+  description: 'Base URL of one upstream server, e.g. http://127.0.0.1:9001',
+  pattern: TARGET_PATTERN,
+  format: 'uri',
+});
+
+function isHttpUrl(s: string): boolean {
+  if (!/^https?:\/\//.test(s)) return false;
+  try {
+    new URL(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const weightedTarget = z.strictObject({
   url: target,

@@ -64,3 +64,77 @@ export function formatSize(bytes: number): string {
   }
   return `${bytes}B`;
 }
+
+const DURATION_WORDS: Record<string, string> = {
+  ms: 'ms',
+  msec: 'ms',
+  msecs: 'ms',
+  millisecond: 'ms',
+  milliseconds: 'ms',
+  s: 's',
+  sec: 's',
+  secs: 's',
+  second: 's',
+  seconds: 's',
+  m: 'm',
+  min: 'm',
+  mins: 'm',
+  minute: 'm',
+  minutes: 'm',
+  h: 'h',
+  hr: 'h',
+  hrs: 'h',
+  hour: 'h',
+  hours: 'h',
+};
+const SIZE_WORDS: Record<string, string> = {
+  b: 'B',
+  byte: 'B',
+  bytes: 'B',
+  k: 'KB',
+  kb: 'KB',
+  kib: 'KiB',
+  m: 'MB',
+  mb: 'MB',
+  mib: 'MiB',
+  g: 'GB',
+  gb: 'GB',
+  gib: 'GiB',
+};
+
+function show(value: unknown): string {
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+/**
+ * Why `value` is not a duration, echoing it with what to write instead:
+ * "`2 s` is not a duration: write 2s (units ms, s, m, h)".
+ */
+export function durationProblem(value: unknown): string {
+  const units = '(units ms, s, m, h)';
+  if (typeof value !== 'string' && typeof value !== 'number')
+    return `expected a duration such as 250ms, 5s, 2m or 1h, got ${value === null ? 'nothing' : Array.isArray(value) ? 'a list' : typeof value === 'object' ? 'a mapping' : `${typeof value} ${JSON.stringify(value)}`}`;
+  const text = String(value).trim();
+  const head = `\`${show(value)}\` is not a duration`;
+  if (text.startsWith('-')) return `${head}: a duration cannot be negative (0s disables) ${units}`;
+  if (/^\d+(\.\d+)?$/.test(text)) return `${head}: write ${text}s or ${text}ms ${units}`;
+  const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]+)$/.exec(text);
+  const unit = m ? DURATION_WORDS[m[2].toLowerCase()] : undefined;
+  if (m && unit) return `${head}: write ${m[1]}${unit} ${units}`;
+  return `${head}: write e.g. 250ms, 5s, 2m or 1h ${units}`;
+}
+
+/** Why `value` is not a size, echoing it: "`10 MB` is not a size: write 10MB (units B, KB, MB, GB)". */
+export function sizeProblem(value: unknown): string {
+  const units = '(units B, KB, MB, GB)';
+  if (typeof value !== 'string' && typeof value !== 'number')
+    return `expected a size such as 512KB or 10MB, got ${value === null ? 'nothing' : Array.isArray(value) ? 'a list' : typeof value === 'object' ? 'a mapping' : `${typeof value} ${JSON.stringify(value)}`}`;
+  const text = String(value).trim();
+  const head = `\`${show(value)}\` is not a size`;
+  if (text.startsWith('-')) return `${head}: a size cannot be negative ${units}`;
+  if (/^\d+(\.\d+)?$/.test(text)) return `${head}: write ${text}B, ${text}KB or ${text}MB ${units}`;
+  const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]+)$/.exec(text);
+  const unit = m ? SIZE_WORDS[m[2].toLowerCase()] : undefined;
+  if (m && unit) return `${head}: write ${m[1]}${unit} ${units}`;
+  return `${head}: write e.g. 512KB or 10MB ${units}`;
+}

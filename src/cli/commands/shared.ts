@@ -1,4 +1,5 @@
 /** What `start` and `proxy` share: effective-timeout table, running until a signal, graceful exit. */
+import { createRequire } from 'node:module';
 import type { EffectiveConfig } from '../../config/resolve.ts';
 import { formatDuration, formatSize } from '../../config/units.ts';
 import type { Sluice } from '../../main.ts';
@@ -11,9 +12,7 @@ export function timeoutTable(config: EffectiveConfig): string {
   ];
   for (const r of config.routes) {
     const t = r.timeouts;
-    const match = [r.match.methods?.join(',') ?? '', r.match.host ?? '', `${r.match.path || '/'}`]
-      .filter(Boolean)
-      .join(' ');
+    const match = describeMatch(r.match);
     rows.push([
       r.name,
       match,
@@ -36,6 +35,44 @@ export function timeoutTable(config: EffectiveConfig): string {
     .join('\n');
 }
 
+/** A route's match as one cell: `GET,POST api.example.com /api x-tenant=acme`. */
+export function describeMatch(m: EffectiveConfig['routes'][number]['match']): string {
+  return [
+    m.methods?.join(',') ?? '',
+    m.host ?? '',
+    m.path || '/',
+    ...Object.entries(m.headers ?? {}).map(([k, v]) => `${k}=${v}`),
+  ]
+    .filter(Boolean)
+    .join(' ');
+}
+
+/** The one structured "listening" line of the operational log, for log collectors and supervisors. */
+export function logListening(
+  logger: Logger,
+  config: EffectiveConfig,
+  sluice: Sluice,
+  extra: Record<string, unknown>,
+): void {
+  logger.info(
+    {
+      ...extra,
+      listen: `http://${hostPort(config.listen.host, sluice.port)}`,
+      admin:
+        sluice.adminPort === undefined
+          ? null
+          : `http://${hostPort(config.admin.listen.host, sluice.adminPort)}`,
+      routes: config.routes.length,
+      upstreams: Object.keys(config.upstreams).length,
+      pid: process.pid,
+      version: VERSION,
+    },
+    'listening',
+  );
+}
+
+const VERSION: string = createRequire(import.meta.url)('../../../package.json').version;
+
 export function hostPort(host: string | undefined, port: number): string {
   const h =
     host === undefined || host === '0.0.0.0' || host === '::'
@@ -46,8 +83,11 @@ export function hostPort(host: string | undefined, port: number): string {
   return `${h}:${port}`;
 }
 
-/** Runs until SIGTERM/SIGINT, then drains in-flight requests (bounded) and resolves with exit code 0. */
-export function runUntilSignal(sluice: Sluice, logger: Logger, onReload?: () => void): Promise<number> {
+/**
+ * Runs until SIGTERM/SIGINT, then drains in-flight requests (bounded) and resolves with exit code 0.
+ * `onHangup` handles SIGHUP (reload, or a log line): without a handler Node would die on it.
+ */
+export function runUntilSignal(sluice: Sluice, logger: Logger, onHangup: () => void): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -74,6 +114,6 @@ export function runUntilSignal(sluice: Sluice, logger: Logger, onReload?: () => 
     // `on`, not `once`: a second signal must reach `stop` (exit 1 at once) instead of killing the process.
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    if (onReload) process.on('SIGHUP', onReload);
+    process.on('SIGHUP', onHangup);
   });
 }

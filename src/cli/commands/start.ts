@@ -6,7 +6,7 @@ import { startDemoUpstream } from '../../demo/demo-upstream.ts';
 import { startSluice } from '../../main.ts';
 import { createLogger, type Logger } from '../../observability/logger.ts';
 import { parseFlags, UsageError } from '../args.ts';
-import { hostPort, runUntilSignal, timeoutTable } from './shared.ts';
+import { hostPort, logListening, runUntilSignal, timeoutTable } from './shared.ts';
 
 const HELP = `Usage: sluice start [-c sluice.yaml]
 
@@ -62,6 +62,7 @@ export async function run(argv: string[]): Promise<number> {
         `  curl -s http://127.0.0.1:8081/metrics   # Prometheus metrics (headroom, timeouts by phase)\n\n`,
     );
   }
+  logListening(logger, config, sluice, { command: 'start', config: file });
   const code = await runUntilSignal(sluice, logger, () => {
     try {
       const next = loadConfigFile(file);
