@@ -110,6 +110,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
           ready: () => !draining && gateway.server.listening,
         });
   let loadedAt = new Date();
+  let resetLive = () => {};
   if (admin) {
     for (const [path, handler] of Object.entries(observabilityRoutes(observability)))
       admin.route(path, handler);
@@ -118,7 +119,16 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       observability,
       source: () => ({ source: options.source ?? 'inline', loadedAt }),
       jobs: () => (gateway.jobs ? { store: gateway.jobs.store, prefix: gateway.jobs.prefix } : undefined),
+      // A live change: new requests get it, requests in flight keep theirs; the next reload from the
+      // file replaces it.
+      apply: (next, change) => {
+        gateway.reload(next);
+        observability.reload(next);
+        logger.info({ change }, 'live config change applied');
+        events.publish('config', { result: 'applied', source: change, loaded_at: new Date().toISOString() });
+      },
     });
+    resetLive = api.resetLive;
     for (const [path, handler] of Object.entries(api.exact)) admin.route(path, handler);
     for (const [prefix, handler] of Object.entries(api.prefixes)) admin.routePrefix(prefix, handler);
     admin.route('/api/events', events.handle);
@@ -188,6 +198,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       gateway.reload(next);
       observability.reload(next);
       loadedAt = new Date();
+      resetLive();
       events.publish('config', {
         result: 'applied',
         source: options.source ?? 'inline',

@@ -97,7 +97,7 @@ class Running {
   }
 
   /** Waits until `pred` holds on the output so far (re-checked on every chunk), at most `ms`. */
-  async until<T>(what: string, pred: () => T | undefined | false, ms = 5_000): Promise<T> {
+  async until<T>(what: string, pred: () => T | undefined | false, ms = 15_000): Promise<T> {
     const deadline = Date.now() + ms;
     for (;;) {
       const v = pred();

@@ -5,7 +5,9 @@
  * here is on the data path. Every error is problem+json; `json()` sets `Cache-Control: no-store`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { EffectiveConfig, EffectiveRoute } from '../config/resolve.ts';
+import { ConfigError } from '../config/errors.ts';
+import { loadConfigObject } from '../config/load.ts';
+import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolve.ts';
 import { parseDuration } from '../config/units.ts';
 import { isStoreUnavailable, JOB_STATUSES, type JobStatus, type JobStore } from '../jobs/job-store.ts';
 import { jobJson } from '../jobs/job-view.ts';
@@ -14,6 +16,7 @@ import type { Observability } from '../observability/observability.ts';
 import type { Runtime } from '../proxy/route-runtime.ts';
 import type { Upstream } from '../upstream/upstream.ts';
 import { type AdminHandler, json } from './admin-server.ts';
+import { mergePatch } from './merge-patch.ts';
 
 export interface AdminApiDeps {
   runtime: () => Runtime;
@@ -22,6 +25,50 @@ export interface AdminApiDeps {
   source: () => { source: string; loadedAt: Date };
   /** The job store and the job resource's prefix, while a route uses async offload. */
   jobs?: () => { store: JobStore; prefix: string } | undefined;
+  /** Applies a config made by a live change (new requests get it; requests in flight keep theirs). */
+  apply?: (next: EffectiveConfig, change: string) => void;
+}
+
+const MAX_PATCH = 64 * 1024;
+
+/** The request body as a JSON object; undefined (and the problem sent) when it is not one. */
+async function readJsonObject(
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<Record<string, unknown> | undefined> {
+  const type = String(req.headers['content-type'] ?? '');
+  if (!/^application\/(merge-patch\+)?json\b/.test(type)) {
+    problem(
+      res,
+      415,
+      'unsupported-media-type',
+      'Unsupported media type',
+      'send the patch as application/merge-patch+json (RFC 7396) or application/json',
+    );
+    return undefined;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_PATCH) {
+      problem(res, 413, 'body-too-large', 'Request body too large', `a patch is at most ${MAX_PATCH} bytes`);
+      return undefined;
+    }
+    chunks.push(c as Buffer);
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (err) {
+    problem(res, 400, 'bad-request', 'Bad request', `the body is not JSON: ${(err as Error).message}`);
+    return undefined;
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    problem(res, 400, 'bad-request', 'Bad request', 'a merge patch of a route or upstream is a JSON object');
+    return undefined;
+  }
+  return body as Record<string, unknown>;
 }
 
 function problem(res: ServerResponse, status: number, code: string, title: string, detail: string): void {
@@ -42,7 +89,7 @@ function getOnly(req: IncomingMessage, res: ServerResponse): boolean {
 
 const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
 
-function routeView(route: EffectiveRoute, obs: Observability) {
+function routeView(route: EffectiveRoute, obs: Observability, live?: ReadonlySet<string>) {
   const w = obs.window(route.name);
   const f = obs.figures(route.name);
   const limit = headroomLimit(route.timeouts);
@@ -57,7 +104,9 @@ function routeView(route: EffectiveRoute, obs: Observability) {
     upstream: route.upstream,
     strip_prefix: route.stripPrefix,
     timeouts: { ...route.timeouts },
-    timeout_layers: { ...route.timeoutLayers },
+    timeout_layers: Object.fromEntries(
+      Object.entries(route.timeoutLayers).map(([phase, layer]) => [phase, live?.has(phase) ? 'live' : layer]),
+    ),
     max_body: route.maxBody,
     async: route.async
       ? {
@@ -123,13 +172,94 @@ function redacted(config: EffectiveConfig): unknown {
 export function adminApi(deps: AdminApiDeps): {
   exact: Record<string, AdminHandler>;
   prefixes: Record<string, AdminHandler>;
+  /** The config was (re)loaded from its source: live changes are gone. */
+  resetLive(): void;
 } {
   const { observability: obs } = deps;
   const windowS = () => deps.runtime().config.alerts.window / 1000;
-  const withWindow = (v: ReturnType<typeof routeView>) => ({
-    ...v,
-    stats: { ...v.stats, window_s: windowS() },
-  });
+  /** Phases of each route whose budget a live change set. */
+  const live = new Map<string, Set<string>>();
+  const view = (route: EffectiveRoute) => {
+    const v = routeView(route, obs, live.get(route.name));
+    return { ...v, stats: { ...v.stats, window_s: windowS() } };
+  };
+
+  /**
+   * Applies `patch` to one entry of the running config as written, validates the whole exactly like
+   * the file, and swaps it in; on any problem nothing is applied and every bad field is named.
+   */
+  const patchEntry = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    kind: 'routes' | 'upstreams',
+    name: string,
+  ): Promise<EffectiveConfig | undefined> => {
+    const config = deps.runtime().config;
+    const raw = config.raw as Record<string, unknown> | undefined;
+    if (!deps.apply || raw === undefined) {
+      problem(
+        res,
+        409,
+        'live-changes-unavailable',
+        'Live changes unavailable',
+        'this gateway was not started from a config that can be patched',
+      );
+      return undefined;
+    }
+    const patch = await readJsonObject(req, res);
+    if (!patch) return undefined;
+    if ('name' in patch && patch.name !== name) {
+      problem(res, 422, 'invalid-config', 'Invalid configuration', 'an entry cannot be renamed by a patch');
+      return undefined;
+    }
+    let next: Record<string, unknown>;
+    let where: string;
+    if (kind === 'routes') {
+      const list = (raw.routes as Record<string, unknown>[]) ?? [];
+      const i = list.findIndex((r) => r.name === name);
+      where = `routes[${i}]`;
+      next = { ...raw, routes: list.map((r, j) => (j === i ? mergePatch(r, patch) : r)) };
+    } else {
+      where = `upstreams.${name}`;
+      const ups = raw.upstreams as Record<string, unknown>;
+      next = { ...raw, upstreams: { ...ups, [name]: mergePatch(ups[name], patch) } };
+    }
+    const change = `PATCH /api/${kind}/${name}`;
+    let loaded: EffectiveConfig;
+    try {
+      loaded = loadConfigObject(next, change);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      const errors = err.issues.map((i) => ({
+        field: i.path.startsWith(`${where}.`) ? i.path.slice(where.length + 1) : i.path,
+        message: i.message,
+      }));
+      json(
+        res,
+        422,
+        {
+          type: 'https://sluice.dev/problems/invalid-config',
+          title: 'Invalid configuration',
+          status: 422,
+          detail: `nothing was applied: ${errors.map((e) => `${e.field}: ${e.message}`).join('; ')}`,
+          errors,
+        },
+        'application/problem+json',
+      );
+      return undefined;
+    }
+    deps.apply(loaded, change);
+    // Mark the phases this change set as `live` on the routes it reaches.
+    const phases = Object.keys((patch.timeouts as Record<string, unknown> | undefined) ?? {});
+    for (const r of loaded.routes) {
+      if (kind === 'routes' ? r.name !== name : r.upstream !== name) continue;
+      const set = live.get(r.name) ?? new Set<string>();
+      for (const p of phases)
+        if (kind === 'routes' || r.timeoutLayers[p as keyof Timeouts] === 'upstream') set.add(p);
+      if (set.size > 0) live.set(r.name, set);
+    }
+    return loaded;
+  };
 
   const routeByName = (res: ServerResponse, name: string) => {
     const rt = deps.runtime().routes.find((r) => r.name === name);
@@ -141,7 +271,7 @@ export function adminApi(deps: AdminApiDeps): {
     exact: {
       '/api/routes': (req, res) => {
         if (!getOnly(req, res)) return;
-        json(res, 200, { routes: deps.runtime().routes.map((r) => withWindow(routeView(r.route, obs))) });
+        json(res, 200, { routes: deps.runtime().routes.map((r) => view(r.route)) });
       },
       '/api/upstreams': (req, res) => {
         if (!getOnly(req, res)) return;
@@ -200,12 +330,19 @@ export function adminApi(deps: AdminApiDeps): {
       },
     },
     prefixes: {
-      '/api/routes/': (req, res, url) => {
-        if (!getOnly(req, res)) return;
+      '/api/routes/': async (req, res, url) => {
         const parts = url.pathname.slice('/api/routes/'.length).split('/').map(decodeURIComponent);
+        if (parts.length === 1 && req.method === 'PATCH') {
+          if (!routeByName(res, parts[0])) return;
+          const loaded = await patchEntry(req, res, 'routes', parts[0]);
+          const route = loaded?.routes.find((r) => r.name === parts[0]);
+          if (route) json(res, 200, view(route));
+          return;
+        }
+        if (!getOnly(req, res)) return;
         if (parts.length === 1) {
           const rt = routeByName(res, parts[0]);
-          if (rt) json(res, 200, withWindow(routeView(rt.route, obs)));
+          if (rt) json(res, 200, view(rt.route));
           return;
         }
         if (parts.length !== 2 || parts[1] !== 'what-if')
@@ -243,13 +380,18 @@ export function adminApi(deps: AdminApiDeps): {
           },
         });
       },
-      '/api/upstreams/': (req, res, url) => {
-        if (!getOnly(req, res)) return;
+      '/api/upstreams/': async (req, res, url) => {
         const name = decodeURIComponent(url.pathname.slice('/api/upstreams/'.length));
-        const u = deps.runtime().upstreams.get(name);
-        if (!u) return problem(res, 404, 'not-found', 'Not found', `no upstream named '${name}'`);
-        json(res, 200, upstreamView(u));
+        if (!deps.runtime().upstreams.has(name))
+          return problem(res, 404, 'not-found', 'Not found', `no upstream named '${name}'`);
+        if (req.method === 'PATCH') {
+          if (!(await patchEntry(req, res, 'upstreams', name))) return;
+        } else if (!getOnly(req, res)) return;
+        json(res, 200, upstreamView(deps.runtime().upstreams.get(name) as Upstream));
       },
+    },
+    resetLive() {
+      live.clear();
     },
   };
 }

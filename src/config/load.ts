@@ -45,6 +45,14 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === 'object') {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
+}
+
 /** Loads and validates a config file. Throws ConfigError (never anything else for bad input). */
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): EffectiveConfig {
   let text: string;
@@ -165,7 +173,7 @@ function validateConfig(
     throw err;
   }
   if (earlier.length > 0) fail([]);
-  return config as EffectiveConfig;
+  return Object.freeze({ ...(config as EffectiveConfig), raw: deepFreeze(structuredClone(raw)) });
 }
 
 /** The value at a key path of a plain object (undefined when absent). */

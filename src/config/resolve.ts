@@ -109,6 +109,11 @@ export interface EffectiveConfig {
     readonly minRequests: number;
     readonly rules: readonly AlertRule[];
   };
+  /**
+   * The settings as written (after `${ENV}` interpolation, before units and defaults): what a live
+   * change (admin API merge patch) applies to, so that it is validated exactly like the file.
+   */
+  readonly raw?: unknown;
 }
 
 export function parseListen(text: string): ListenAddress {

@@ -7,8 +7,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.ts';
 import { startDemoUpstream } from '../../src/demo/demo-upstream.ts';
-import { startTestGateway } from '../helpers.ts';
+import { sleep, startTestGateway } from '../helpers.ts';
 
 interface RouteJson {
   name: string;
@@ -228,5 +229,73 @@ routes:
     assert.deepEqual(other.jobs, []);
     assert.equal((await fetch(`${admin}/api/jobs?status=done`)).status, 400);
     assert.equal((await fetch(`${admin}/api/jobs?limit=0`)).status, 400);
+  });
+
+  test('PATCH: a merge patch validated like the file, applied to new requests only, layer live; a reload replaces it', async (t) => {
+    const demo = await startDemoUpstream({ port: 0 });
+    const other = await startDemoUpstream({ port: 0 });
+    t.after(async () => {
+      await demo.close();
+      await other.close();
+    });
+    const yaml = `
+upstreams: { demo: { targets: ["${demo.url}"] } }
+routes:
+  - { name: api, match: { path: / }, upstream: demo, timeouts: { total: 5s } }
+`;
+    const gw = await startTestGateway(yaml, { admin: true });
+    t.after(() => gw.close());
+    const admin = `http://127.0.0.1:${gw.sluice.adminPort}`;
+    const patch = (path: string, body: unknown, type = 'application/merge-patch+json') =>
+      fetch(`${admin}${path}`, {
+        method: 'PATCH',
+        headers: { 'content-type': type },
+        body: JSON.stringify(body),
+      });
+
+    // In flight under the old 5 s budget while the patch lands.
+    const inflight = fetch(gw.url('/slow?ms=700'));
+    await sleep(100);
+    const ok = await patch('/api/routes/api', { timeouts: { total: '400ms' } });
+    assert.equal(ok.status, 200);
+    const view = (await ok.json()) as RouteJson;
+    assert.equal(view.timeouts.total, 400);
+    assert.equal(view.timeout_layers.total, 'live');
+    assert.equal(view.timeout_layers.ttfb, 'defaults');
+    assert.equal((await inflight).status, 200, 'the request in flight kept its budget');
+    const cut = await fetch(gw.url('/slow?ms=700'));
+    assert.equal(cut.status, 504, 'new requests get the patched budget');
+    assert.equal(((await cut.json()) as { timeout_ms: number }).timeout_ms, 400);
+
+    // Invalid: every bad field named, nothing applied.
+    const bad = await patch('/api/routes/api', { timeouts: { total: 'soon' }, retry: { attempts: 0 } });
+    assert.equal(bad.status, 422);
+    assert.match(bad.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    const p = (await bad.json()) as { type: string; errors: { field: string; message: string }[] };
+    assert.equal(p.type, 'https://sluice.dev/problems/invalid-config');
+    assert.deepEqual(p.errors.map((e) => e.field).sort(), ['retry.attempts', 'timeouts.total']);
+    assert.equal(gw.sluice.gateway.runtime.routes[0].timeouts.total, 400, 'nothing applied');
+    assert.equal((await patch('/api/routes/api', { name: 'renamed' })).status, 422);
+    assert.equal((await patch('/api/routes/api', { timeouts: {} }, 'text/plain')).status, 415);
+    assert.equal((await patch('/api/routes/nope', {})).status, 404);
+
+    // Upstream targets.
+    const up = await patch('/api/upstreams/demo', { targets: [other.url] });
+    assert.equal(up.status, 200);
+    assert.deepEqual(
+      ((await up.json()) as { targets: { url: string }[] }).targets.map((x) => x.url),
+      [other.url],
+    );
+    const before = other.stats.requests;
+    assert.equal((await fetch(gw.url('/fast'))).status, 200);
+    assert.equal(other.stats.requests, before + 1, 'new requests go to the patched target');
+
+    // A reload from the file replaces every live change.
+    gw.sluice.reload(
+      loadConfigText(`listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\n${yaml}`, 'x.yaml'),
+    );
+    const after = (await (await fetch(`${admin}/api/routes/api`)).json()) as RouteJson;
+    assert.equal(after.timeouts.total, 5000);
+    assert.equal(after.timeout_layers.total, 'route');
   });
 });
