@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -414,6 +414,151 @@ describe('check', { concurrency: 3 }, () => {
     assert.doesNotMatch(r.stderr, / {4}at /);
     for (const l of r.stderr.trimEnd().split('\n'))
       assert.match(l, new RegExp(`^${file}:\\d+: invalid YAML: `));
+  });
+
+  test('lint errors: no "ok" line, exit 1; warnings alone: ok, exit 0; each finding with its code', async (t) => {
+    const dir = tempDir(t);
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(
+      bad,
+      gatewayConfig({ port: 8080, upstream: 'http://127.0.0.1:9000' }).replace(
+        'timeouts: { total: 2s }',
+        'timeouts: { total: 10s, ttfb: 20s }',
+      ),
+    );
+    const r = await sluice(['check', '-c', bad]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.doesNotMatch(r.stdout, /\bok\b/);
+    assert.match(r.stdout, new RegExp(`^${bad}: 1 error\\(s\\), 1 route\\(s\\), 1 upstream\\(s\\)\n`));
+    assert.match(r.stdout, /\nerror\[ttfb-above-total\]: route 'main' ttfb 20s exceeds total 10s/);
+
+    const warn = join(dir, 'warn.yaml');
+    writeFileSync(
+      warn,
+      gatewayConfig({ port: 8080, upstream: 'http://127.0.0.1:9000' }).replace(
+        'timeouts: { total: 2s }',
+        'timeouts: { total: 10s, ttfb: 4s }',
+      ),
+    );
+    const w = await sluice(['check', '-c', warn]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.match(w.stdout, new RegExp(`^${warn}: ok with 1 warning\\(s\\), 1 route\\(s\\)`));
+    assert.match(
+      w.stdout,
+      /\nwarning\[ttfb-below-total\]: route 'main' ttfb 4s fires before total 10s: the upstream is told x-timeout-ms 4000 .*; raise ttfb to 10s or lower total to 4s/,
+    );
+    // Silenced on the route: clean.
+    writeFileSync(warn, `${readFileSync(warn, 'utf8')}    lint: { ignore: [ttfb-below-total] }\n`);
+    const quiet = await sluice(['check', '-c', warn]);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.match(quiet.stdout, new RegExp(`^${warn}: ok, 1 route\\(s\\)`));
+    assert.doesNotMatch(quiet.stdout, /warning/);
+  });
+
+  test('check refuses what start refuses (store, admin token, access_log path), with the same line, binding nothing', async (t) => {
+    const dir = tempDir(t);
+    const plain = join(dir, 'plain.txt');
+    writeFileSync(plain, 'x');
+    const port = await freePort();
+    const base = gatewayConfig({ port, upstream: 'http://127.0.0.1:9000' });
+    const cases: [string, string, RegExp][] = [
+      [
+        'store',
+        base.replace('access_log: stdout', 'access_log: stdout\nstore: redis://127.0.0.1:6379/0'),
+        /:4: store: the Redis job store is not available in this version; use sqlite:PATH$/,
+      ],
+      [
+        'admin',
+        base.replace('admin: { listen: 127.0.0.1:0 }', 'admin: { listen: 0.0.0.0:0 }'),
+        /:2: admin\.listen: 0\.0\.0\.0:0 is not loopback: set admin\.token/,
+      ],
+      [
+        'log',
+        base.replace('access_log: stdout', `access_log: ${plain}/logs/access.log`),
+        new RegExp(`:3: access_log: cannot create directory ${plain}/logs: ${plain} is a file$`),
+      ],
+    ];
+    for (const [name, text, re] of cases) {
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(file, text);
+      const checked = await sluice(['check', '-c', file]);
+      assertOneLineError(checked, new RegExp(`^${file}${re.source}`), 1);
+      const started = await sluice(['start', '-c', file]);
+      assertOneLineError(started, new RegExp(`^${file}${re.source}`), 1);
+      assert.equal(started.stderr, checked.stderr);
+    }
+    // Nothing was listening: the port is still free.
+    await new Promise<void>((resolve, reject) => {
+      const srv = createServer().once('error', reject);
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+    });
+  });
+
+  test('routes that never match are warned about, and header conditions show in the match column', async (t) => {
+    const file = join(tempDir(t), 'dead.yaml');
+    writeFileSync(
+      file,
+      `upstreams: { demo: { targets: [http://127.0.0.1:9000] } }
+routes:
+  - { name: canary, match: { path: /api, headers: { X-Canary: "1" } }, upstream: demo }
+  - { name: port, match: { host: "api.example.com:8080" }, upstream: demo }
+  - { name: all, match: { path: / }, upstream: demo }
+  - { name: late, match: { path: /late, methods: [GET] }, upstream: demo }
+`,
+    );
+    const r = await sluice(['check', '-c', file]);
+    assert.equal(r.code, 0, r.stderr);
+    const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s{2,}/));
+    assert.deepEqual(rows.find((x) => x[0] === 'canary')?.slice(0, 2), ['canary', '/api x-canary=1']);
+    assert.match(
+      r.stdout,
+      /\nwarning\[host-with-port\]: route 'port' host 'api\.example\.com:8080' never matches: ports are not part of the match, use 'api\.example\.com'\n/,
+    );
+    assert.match(
+      r.stdout,
+      /\nwarning\[after-catch-all\]: route 'late' comes after the catch-all route 'all' .*never matches; move it above 'all'/,
+    );
+  });
+
+  test('the chain lint: chain: in the file and --chain, findings naming the value to change', async (t) => {
+    const file = join(tempDir(t), 'chain.yaml');
+    writeFileSync(
+      file,
+      `chain: { client: 60s, lb: 60s, app: 25s }
+upstreams: { api: { targets: [http://127.0.0.1:9000] } }
+routes:
+  - { name: reports, match: { path: /reports }, upstream: api, timeouts: { total: 2m, ttfb: 2m } }
+  - { name: api, match: { path: /api }, upstream: api, retry: { attempts: 3, per_try: 9s, on: [503] } }
+`,
+    );
+    const r = await sluice(['check', '-c', file]);
+    assert.equal(r.code, 1);
+    const findings = r.stdout.split('\n').filter((l) => /^(error|warning)\[/.test(l));
+    assert.deepEqual(findings, [
+      'error[chain-client]: chain.client 1m is not above chain.lb 1m: the client gives up before the layer inside it does; raise chain.client to over 1m (e.g. 61s) or lower chain.lb to under 1m',
+      "error[chain-lb]: route 'reports' total 2m is not below chain.lb 1m: the load balancer answers its own 504 before Sluice names the phase; lower total to under 1m (e.g. 59s) or use async (after under 1m), or raise chain.lb to over 2m",
+      "error[chain-app]: route 'api' per-try budget 9s (retry.per_try) is not above chain.app 25s: Sluice answers 504 while the app is still working; lower the app's timeout to under 9s (e.g. 8s) or raise retry.per_try to over 25s",
+    ]);
+    // --chain overrides the file key by key: an API Gateway in front, the app at 5s.
+    const flagged = await sluice(['check', '-c', file, '--chain', 'apigw,lb=2m30s,app=5s']);
+    assert.equal(flagged.code, 2);
+    assert.match(
+      flagged.stderr,
+      /^sluice: check: --chain: lb: `2m30s` is not a duration: write e\.g\. 250ms, 5s, 2m or 1h/,
+    );
+    const ok = await sluice(['check', '-c', file, '--chain', 'client=3m,lb=150s,app=5s']);
+    assert.equal(ok.code, 0, ok.stdout);
+    const gw = await sluice(['check', '-c', file, '--chain', 'apigw,lb=150s,client=3m,app=5s']);
+    assert.equal(gw.code, 1);
+    assert.match(
+      gw.stdout,
+      /\nerror\[chain-apigw\]: route 'reports' total 2m is not below API Gateway's 29s integration timeout: .*; lower total to under 29s \(e\.g\. 28s\) or use async \(after under 29s\)\n/,
+    );
+    assertOneLineError(
+      await sluice(['check', '-c', file, '--chain', 'lbb=60s']),
+      /^sluice: check: --chain: unknown layer 'lbb' \(did you mean 'lb'\?\) \(layers: client, apigw, lb, app\)$/,
+      2,
+    );
   });
 });
 

@@ -1,4 +1,4 @@
-import { lintTimeouts } from '../../config/lint.ts';
+import { lintConfig } from '../../config/lint.ts';
 import { ConfigError, loadConfigObject } from '../../config/load.ts';
 import { BUILTIN_TIMEOUTS } from '../../config/resolve.ts';
 import { formatDuration, parseDuration } from '../../config/units.ts';
@@ -77,7 +77,7 @@ export async function run(argv: string[]): Promise<number> {
       throw new UsageError(lines.join('\nsluice: '));
     }
   })();
-  const errors = lintTimeouts(config).filter((f) => f.level === 'error');
+  const errors = lintConfig(config).filter((f) => f.level === 'error');
   if (errors.length > 0) throw new UsageError(`proxy: ${errors[0].message}`);
   const logger = createLogger();
   const sluice = await startSluice(config, { logger, admin: values.admin !== undefined });
