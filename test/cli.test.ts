@@ -4,13 +4,21 @@
  * `demo-upstream`. Every child is killed by its PID when its test ends.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type DemoUpstream, startDemoUpstream } from '../src/demo/demo-upstream.ts';
@@ -36,9 +44,14 @@ interface Result {
 }
 
 /** Runs `sluice ...args` to completion (killed after `timeoutMs`). */
-async function sluice(args: string[], timeoutMs = 20_000): Promise<Result> {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: childEnv(),
+async function sluice(
+  args: string[],
+  timeoutMs = 20_000,
+  opts: { node?: string; bin?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<Result> {
+  const child = spawn(opts.node ?? process.execPath, [opts.bin ?? BIN, ...args], {
+    env: opts.env ?? childEnv(),
+    cwd: opts.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -878,5 +891,144 @@ describe('running', { concurrency: true }, () => {
     assert.equal(res.headers['x-demo-upstream'], '1');
     s.signal('SIGTERM');
     assert.deepEqual(await s.exited, { code: 0, signal: null });
+  });
+});
+
+// -------------------------------------------------------------------------------------------------
+// bin/sluice.js on a Node too old to run Sluice: it re-runs itself on the Node 24 beside it.
+
+/** A Node older than 22.18 on PATH (the system Node), outside node_modules; undefined when none. */
+function oldNode(): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (!dir || dir.includes('node_modules')) continue;
+    const candidate = join(dir, 'node');
+    if (!existsSync(candidate)) continue;
+    const r = spawnSync(candidate, ['-p', 'process.versions.node'], { encoding: 'utf8' });
+    const [major, minor] = r.stdout.trim().split('.').map(Number);
+    if (major < 22 || (major === 22 && minor < 18)) return candidate;
+  }
+  return undefined;
+}
+
+/** The environment of a shell without the project's node_modules/.bin on PATH (the system Node first). */
+function systemEnv(node: string): NodeJS.ProcessEnv {
+  const env = childEnv();
+  const rest = (env.PATH ?? '').split(':').filter((d) => d && !d.includes('node_modules'));
+  env.PATH = [dirname(node), ...rest].join(':');
+  delete env.SLUICE_NODE;
+  delete env.SLUICE_REEXEC;
+  return env;
+}
+
+describe('bin/sluice.js on an older Node', { concurrency: 2 }, () => {
+  const old = oldNode();
+  const skip = old ? false : 'no Node older than 22.18 on PATH';
+
+  test('re-runs itself on the Node 24 next to it: same arguments, output and exit codes', {
+    skip,
+  }, async () => {
+    const node = old as string;
+    const ok = await sluice(['check', '-c', EXAMPLE], 20_000, { node, env: systemEnv(node) });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /ok, 3 route\(s\)/);
+    const usage = await sluice(['nope'], 20_000, { node, env: systemEnv(node) });
+    assertOneLineError(usage, /^sluice: unknown command 'nope'/, 2);
+    const missing = await sluice(['check', '-c', '/nonexistent/sluice.yaml'], 20_000, {
+      node,
+      env: systemEnv(node),
+    });
+    assertOneLineError(missing, /^\/nonexistent\/sluice\.yaml: file not found$/, 1);
+  });
+
+  test('passes signals through: SIGHUP and SIGINT reach the gateway once (a drain, exit 0)', {
+    skip,
+  }, async (t) => {
+    const node = old as string;
+    const demo = await demoUpstream(t);
+    const port = await freePort();
+    const child = spawn(node, [BIN, 'proxy', '--to', demo.url, '--listen', `127.0.0.1:${port}`], {
+      env: systemEnv(node),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout.resume();
+    const exited = once(child, 'close');
+    let gatewayPid: number | undefined;
+    t.after(() => {
+      // The gateway runs in its own process group: stop it by its PID if the test failed early.
+      for (const pid of [child.pid, gatewayPid])
+        try {
+          if (pid) process.kill(pid, 'SIGKILL');
+        } catch {}
+    });
+    const waitFor = async (re: RegExp) => {
+      const deadline = Date.now() + 15_000;
+      while (!re.test(stderr)) {
+        assert.ok(Date.now() < deadline, `timed out waiting for ${re}; stderr:\n${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await waitFor(/"msg":"listening"/);
+    const line = stderr.split('\n').find((l) => l.includes('"msg":"listening"')) as string;
+    gatewayPid = JSON.parse(line).pid;
+    assert.notEqual(gatewayPid, child.pid, 'the gateway runs in a re-executed Node');
+    child.kill('SIGHUP');
+    await waitFor(/SIGHUP ignored/);
+    assert.equal((await get(`http://127.0.0.1:${port}/fast`)).status, 200);
+    child.kill('SIGINT');
+    const [code, signal] = await exited;
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, stderr);
+    assert.match(stderr, /"signal":"SIGINT".*draining/);
+    assert.doesNotMatch(stderr, /second signal/);
+  });
+
+  test('without a usable Node nearby: one line saying exactly what to do', { skip }, async (t) => {
+    const node = old as string;
+    const dir = tempDir(t);
+    mkdirSync(join(dir, 'bin'));
+    copyFileSync(BIN, join(dir, 'bin', 'sluice.js'));
+    writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+    const r = await sluice(['--version'], 20_000, {
+      node,
+      bin: join(dir, 'bin', 'sluice.js'),
+      env: systemEnv(node),
+      cwd: dir,
+    });
+    assertOneLineError(
+      r,
+      /^sluice: needs Node\.js 22\.18 or newer \(Node 24 recommended\), this is v\d+\.\d+\.\d+: run `npm install node@24` in your project \(then `npx sluice`\), or set SLUICE_NODE=\/path\/to\/node24$/,
+      1,
+    );
+  });
+
+  test('installed into a project of its own (npm install <path-to-clone>, offline): npx sluice works there', {
+    skip,
+  }, async (t) => {
+    const node = old as string;
+    const dir = tempDir(t);
+    writeFileSync(join(dir, 'package.json'), '{"name":"my-app","version":"1.0.0","private":true}');
+    const env = systemEnv(node);
+    const install = spawnSync(
+      'npm',
+      [
+        'install',
+        '--offline',
+        '--no-audit',
+        '--no-fund',
+        '--loglevel=error',
+        fileURLToPath(new URL('..', import.meta.url)),
+      ],
+      { cwd: dir, env, encoding: 'utf8', timeout: 60_000 },
+    );
+    assert.equal(install.status, 0, install.stderr);
+    const r = spawnSync('npx', ['--offline', 'sluice', 'check', '-c', EXAMPLE], {
+      cwd: dir,
+      env,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /ok, 3 route\(s\)/);
   });
 });
