@@ -80,6 +80,11 @@ export async function run(argv: string[]): Promise<number> {
   const errors = lintConfig(config).filter((f) => f.level === 'error');
   if (errors.length > 0) throw new UsageError(`proxy: ${errors[0].message}`);
   const logger = createLogger();
+  // A SIGHUP must never kill it (Node's default): from here on it says why it is ignored.
+  process.removeAllListeners('SIGHUP');
+  process.on('SIGHUP', () =>
+    logger.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: sluice proxy has no config file to reload'),
+  );
   const sluice = await startSluice(config, { logger, admin: values.admin !== undefined });
   process.stderr.write(
     `sluice proxy: http://${hostPort(config.listen.host, sluice.port)} → ${values.to}` +
@@ -90,11 +95,7 @@ export async function run(argv: string[]): Promise<number> {
   );
   logListening(logger, config, sluice, { command: 'proxy', to: values.to });
   // Idle keep-alive sockets must not keep a stopped gateway alive for seconds.
-  process.exit(
-    await runUntilSignal(sluice, logger, () =>
-      logger.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: sluice proxy has no config file to reload'),
-    ),
-  );
+  process.exit(await runUntilSignal(sluice, logger));
 }
 
 /**

@@ -62,6 +62,7 @@ export async function run(argv: string[]): Promise<number> {
     );
   }
   logListening(logger, config, sluice, { command: 'start', config: file });
+  process.removeAllListeners('SIGHUP'); // the start-up one (main.ts): from now on SIGHUP reloads
   const code = await runUntilSignal(sluice, logger, () => {
     try {
       const next = loadConfigFile(file);
