@@ -630,3 +630,13 @@ test('an access_log (or job store) path that cannot be created is refused naming
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("start's refusals are reported beside the schema's issues, not only once those are fixed", () => {
+  const err = fail(
+    `admin: { listen: "0.0.0.0:8081" }\nstore: redis://127.0.0.1:6379/0\n${BASE}    timeouts: { total: 2 s }\n`,
+  );
+  hasIssue(err, 1, 'admin.listen', /is not loopback/);
+  hasIssue(err, 2, 'store', /Redis job store is not available/);
+  hasIssue(err, 9, 'routes[0].timeouts.total', /`2 s` is not a duration/);
+  assert.equal(err.issues.length, 3, err.message);
+});

@@ -18,7 +18,7 @@ import {
 } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
-import { type EffectiveConfig, resolveConfig } from './resolve.ts';
+import { type EffectiveConfig, isLoopback, parseListen, resolveConfig } from './resolve.ts';
 import {
   ADDRESS_PATTERN,
   type ConfigFile,
@@ -157,7 +157,12 @@ function validateConfig(
     );
   };
   const result = configSchema.safeParse(raw);
-  if (!result.success) fail(describeIssues(result.error.issues, ctx));
+  if (!result.success) {
+    // What start would refuse is reported beside the schema's issues, not after they are fixed.
+    const found = describeIssues(result.error.issues, ctx);
+    const paths = new Set(found.map((i) => i.path));
+    fail([...found, ...startRefusals(raw, ctx).filter((i) => !paths.has(i.path))]);
+  }
   let config: EffectiveConfig | undefined;
   try {
     config = resolveConfig(result.data as ConfigFile, (path) => ctx.line?.(path));
@@ -187,6 +192,39 @@ function fileIssues(config: EffectiveConfig, ctx: IssueContext): ConfigIssue[] {
   if (store && store !== ':memory:' && !store.startsWith('file:') && config.routes.some((r) => r.async)) {
     const why = writableFileProblem(store);
     if (why) out.push({ path: 'store', line: ctx.line?.(['store']), message: why });
+  }
+  return out;
+}
+
+/**
+ * The refusals of start that resolveConfig and fileIssues make, from the raw values (when the schema
+ * refused something else): admin beyond loopback without a token, a Redis store, an access_log path.
+ */
+function startRefusals(raw: unknown, ctx: IssueContext): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const str = (path: PropertyKey[]) => {
+    const v = getIn(raw, path);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const listen = str(['admin', 'listen']);
+  if (listen !== undefined && new RegExp(ADDRESS_PATTERN).test(listen) && !str(['admin', 'token'])) {
+    if (!isLoopback(parseListen(listen).host))
+      out.push({
+        path: 'admin.listen',
+        line: ctx.line?.(['admin', 'listen']),
+        message: `${listen} is not loopback: set admin.token (e.g. token: "\${SLUICE_ADMIN_TOKEN}"), or listen on 127.0.0.1`,
+      });
+  }
+  if (/^rediss?:\/\//.test(str(['store']) ?? ''))
+    out.push({
+      path: 'store',
+      line: ctx.line?.(['store']),
+      message: 'the Redis job store is not available in this version; use sqlite:PATH',
+    });
+  const dest = str(['access_log']);
+  if (dest !== undefined && dest !== 'stdout' && dest !== 'stderr' && dest !== 'off') {
+    const why = writableFileProblem(dest);
+    if (why) out.push({ path: 'access_log', line: ctx.line?.(['access_log']), message: why });
   }
   return out;
 }
