@@ -109,8 +109,9 @@ class Running {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** Waits until `pred` holds on the output so far (re-checked on every chunk), at most `ms`. */
-  async until<T>(what: string, pred: () => T | undefined | false, ms = 5_000): Promise<T> {
+  /** Waits until `pred` holds on the output so far (re-checked on every chunk), at most `ms`: a bound
+   * on how long a child may take to start on a loaded machine, not a timing assertion. */
+  async until<T>(what: string, pred: () => T | undefined | false, ms = 20_000): Promise<T> {
     const deadline = Date.now() + ms;
     for (;;) {
       const v = pred();
