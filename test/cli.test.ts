@@ -4,13 +4,21 @@
  * `demo-upstream`. Every child is killed by its PID when its test ends.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type DemoUpstream, startDemoUpstream } from '../src/demo/demo-upstream.ts';
@@ -36,9 +44,14 @@ interface Result {
 }
 
 /** Runs `sluice ...args` to completion (killed after `timeoutMs`). */
-async function sluice(args: string[], timeoutMs = 20_000): Promise<Result> {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: childEnv(),
+async function sluice(
+  args: string[],
+  timeoutMs = 20_000,
+  opts: { node?: string; bin?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<Result> {
+  const child = spawn(opts.node ?? process.execPath, [opts.bin ?? BIN, ...args], {
+    env: opts.env ?? childEnv(),
+    cwd: opts.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -96,8 +109,9 @@ class Running {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** Waits until `pred` holds on the output so far (re-checked on every chunk), at most `ms`. */
-  async until<T>(what: string, pred: () => T | undefined | false, ms = 15_000): Promise<T> {
+  /** Waits until `pred` holds on the output so far (re-checked on every chunk), at most `ms`: a bound
+   * on how long a child may take to start on a loaded machine, not a timing assertion. */
+  async until<T>(what: string, pred: () => T | undefined | false, ms = 20_000): Promise<T> {
     const deadline = Date.now() + ms;
     for (;;) {
       const v = pred();
@@ -414,6 +428,151 @@ describe('check', { concurrency: 3 }, () => {
     assert.doesNotMatch(r.stderr, / {4}at /);
     for (const l of r.stderr.trimEnd().split('\n'))
       assert.match(l, new RegExp(`^${file}:\\d+: invalid YAML: `));
+  });
+
+  test('lint errors: no "ok" line, exit 1; warnings alone: ok, exit 0; each finding with its code', async (t) => {
+    const dir = tempDir(t);
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(
+      bad,
+      gatewayConfig({ port: 8080, upstream: 'http://127.0.0.1:9000' }).replace(
+        'timeouts: { total: 2s }',
+        'timeouts: { total: 10s, ttfb: 20s }',
+      ),
+    );
+    const r = await sluice(['check', '-c', bad]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.doesNotMatch(r.stdout, /\bok\b/);
+    assert.match(r.stdout, new RegExp(`^${bad}: 1 error\\(s\\), 1 route\\(s\\), 1 upstream\\(s\\)\n`));
+    assert.match(r.stdout, /\nerror\[ttfb-above-total\]: route 'main' ttfb 20s exceeds total 10s/);
+
+    const warn = join(dir, 'warn.yaml');
+    writeFileSync(
+      warn,
+      gatewayConfig({ port: 8080, upstream: 'http://127.0.0.1:9000' }).replace(
+        'timeouts: { total: 2s }',
+        'timeouts: { total: 10s, ttfb: 4s }',
+      ),
+    );
+    const w = await sluice(['check', '-c', warn]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.match(w.stdout, new RegExp(`^${warn}: ok with 1 warning\\(s\\), 1 route\\(s\\)`));
+    assert.match(
+      w.stdout,
+      /\nwarning\[ttfb-below-total\]: route 'main' ttfb 4s fires before total 10s: the upstream is told x-timeout-ms 4000 .*; raise ttfb to 10s or lower total to 4s/,
+    );
+    // Silenced on the route: clean.
+    writeFileSync(warn, `${readFileSync(warn, 'utf8')}    lint: { ignore: [ttfb-below-total] }\n`);
+    const quiet = await sluice(['check', '-c', warn]);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.match(quiet.stdout, new RegExp(`^${warn}: ok, 1 route\\(s\\)`));
+    assert.doesNotMatch(quiet.stdout, /warning/);
+  });
+
+  test('check refuses what start refuses (store, admin token, access_log path), with the same line, binding nothing', async (t) => {
+    const dir = tempDir(t);
+    const plain = join(dir, 'plain.txt');
+    writeFileSync(plain, 'x');
+    const port = await freePort();
+    const base = gatewayConfig({ port, upstream: 'http://127.0.0.1:9000' });
+    const cases: [string, string, RegExp][] = [
+      [
+        'store',
+        base.replace('access_log: stdout', 'access_log: stdout\nstore: redis://127.0.0.1:6379/0'),
+        /:4: store: the Redis job store is not available in this version; use sqlite:PATH$/,
+      ],
+      [
+        'admin',
+        base.replace('admin: { listen: 127.0.0.1:0 }', 'admin: { listen: 0.0.0.0:0 }'),
+        /:2: admin\.listen: 0\.0\.0\.0:0 is not loopback: set admin\.token/,
+      ],
+      [
+        'log',
+        base.replace('access_log: stdout', `access_log: ${plain}/logs/access.log`),
+        new RegExp(`:3: access_log: cannot create directory ${plain}/logs: ${plain} is a file$`),
+      ],
+    ];
+    for (const [name, text, re] of cases) {
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(file, text);
+      const checked = await sluice(['check', '-c', file]);
+      assertOneLineError(checked, new RegExp(`^${file}${re.source}`), 1);
+      const started = await sluice(['start', '-c', file]);
+      assertOneLineError(started, new RegExp(`^${file}${re.source}`), 1);
+      assert.equal(started.stderr, checked.stderr);
+    }
+    // Nothing was listening: the port is still free.
+    await new Promise<void>((resolve, reject) => {
+      const srv = createServer().once('error', reject);
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+    });
+  });
+
+  test('routes that never match are warned about, and header conditions show in the match column', async (t) => {
+    const file = join(tempDir(t), 'dead.yaml');
+    writeFileSync(
+      file,
+      `upstreams: { demo: { targets: [http://127.0.0.1:9000] } }
+routes:
+  - { name: canary, match: { path: /api, headers: { X-Canary: "1" } }, upstream: demo }
+  - { name: port, match: { host: "api.example.com:8080" }, upstream: demo }
+  - { name: all, match: { path: / }, upstream: demo }
+  - { name: late, match: { path: /late, methods: [GET] }, upstream: demo }
+`,
+    );
+    const r = await sluice(['check', '-c', file]);
+    assert.equal(r.code, 0, r.stderr);
+    const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s{2,}/));
+    assert.deepEqual(rows.find((x) => x[0] === 'canary')?.slice(0, 2), ['canary', '/api x-canary=1']);
+    assert.match(
+      r.stdout,
+      /\nwarning\[host-with-port\]: route 'port' host 'api\.example\.com:8080' never matches: ports are not part of the match, use 'api\.example\.com'\n/,
+    );
+    assert.match(
+      r.stdout,
+      /\nwarning\[after-catch-all\]: route 'late' comes after the catch-all route 'all' .*never matches; move it above 'all'/,
+    );
+  });
+
+  test('the chain lint: chain: in the file and --chain, findings naming the value to change', async (t) => {
+    const file = join(tempDir(t), 'chain.yaml');
+    writeFileSync(
+      file,
+      `chain: { client: 60s, lb: 60s, app: 25s }
+upstreams: { api: { targets: [http://127.0.0.1:9000] } }
+routes:
+  - { name: reports, match: { path: /reports }, upstream: api, timeouts: { total: 2m, ttfb: 2m } }
+  - { name: api, match: { path: /api }, upstream: api, retry: { attempts: 3, per_try: 9s, on: [503] } }
+`,
+    );
+    const r = await sluice(['check', '-c', file]);
+    assert.equal(r.code, 1);
+    const findings = r.stdout.split('\n').filter((l) => /^(error|warning)\[/.test(l));
+    assert.deepEqual(findings, [
+      'error[chain-client]: chain.client 1m is not above chain.lb 1m: the client gives up before the layer inside it does; raise chain.client to over 1m (e.g. 61s) or lower chain.lb to under 1m',
+      "error[chain-lb]: route 'reports' total 2m is not below chain.lb 1m: the load balancer answers its own 504 before Sluice names the phase; lower total to under 1m (e.g. 59s) or use async (after under 1m), or raise chain.lb to over 2m",
+      "error[chain-app]: route 'api' per-try budget 9s (retry.per_try) is not above chain.app 25s: Sluice answers 504 while the app is still working; lower the app's timeout to under 9s (e.g. 8s) or raise retry.per_try to over 25s",
+    ]);
+    // --chain overrides the file key by key: an API Gateway in front, the app at 5s.
+    const flagged = await sluice(['check', '-c', file, '--chain', 'apigw,lb=2m30s,app=5s']);
+    assert.equal(flagged.code, 2);
+    assert.match(
+      flagged.stderr,
+      /^sluice: check: --chain: lb: `2m30s` is not a duration: write e\.g\. 250ms, 5s, 2m or 1h/,
+    );
+    const ok = await sluice(['check', '-c', file, '--chain', 'client=3m,lb=150s,app=5s']);
+    assert.equal(ok.code, 0, ok.stdout);
+    const gw = await sluice(['check', '-c', file, '--chain', 'apigw,lb=150s,client=3m,app=5s']);
+    assert.equal(gw.code, 1);
+    assert.match(
+      gw.stdout,
+      /\nerror\[chain-apigw\]: route 'reports' total 2m is not below API Gateway's 29s integration timeout: .*; lower total to under 29s \(e\.g\. 28s\) or use async \(after under 29s\)\n/,
+    );
+    assertOneLineError(
+      await sluice(['check', '-c', file, '--chain', 'lbb=60s']),
+      /^sluice: check: --chain: unknown layer 'lbb' \(did you mean 'lb'\?\) \(layers: client, apigw, lb, app\)$/,
+      2,
+    );
   });
 });
 
@@ -733,5 +892,144 @@ describe('running', { concurrency: true }, () => {
     assert.equal(res.headers['x-demo-upstream'], '1');
     s.signal('SIGTERM');
     assert.deepEqual(await s.exited, { code: 0, signal: null });
+  });
+});
+
+// -------------------------------------------------------------------------------------------------
+// bin/sluice.js on a Node too old to run Sluice: it re-runs itself on the Node 24 beside it.
+
+/** A Node older than 22.18 on PATH (the system Node), outside node_modules; undefined when none. */
+function oldNode(): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (!dir || dir.includes('node_modules')) continue;
+    const candidate = join(dir, 'node');
+    if (!existsSync(candidate)) continue;
+    const r = spawnSync(candidate, ['-p', 'process.versions.node'], { encoding: 'utf8' });
+    const [major, minor] = r.stdout.trim().split('.').map(Number);
+    if (major < 22 || (major === 22 && minor < 18)) return candidate;
+  }
+  return undefined;
+}
+
+/** The environment of a shell without the project's node_modules/.bin on PATH (the system Node first). */
+function systemEnv(node: string): NodeJS.ProcessEnv {
+  const env = childEnv();
+  const rest = (env.PATH ?? '').split(':').filter((d) => d && !d.includes('node_modules'));
+  env.PATH = [dirname(node), ...rest].join(':');
+  delete env.SLUICE_NODE;
+  delete env.SLUICE_REEXEC;
+  return env;
+}
+
+describe('bin/sluice.js on an older Node', { concurrency: 2 }, () => {
+  const old = oldNode();
+  const skip = old ? false : 'no Node older than 22.18 on PATH';
+
+  test('re-runs itself on the Node 24 next to it: same arguments, output and exit codes', {
+    skip,
+  }, async () => {
+    const node = old as string;
+    const ok = await sluice(['check', '-c', EXAMPLE], 20_000, { node, env: systemEnv(node) });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /ok, 3 route\(s\)/);
+    const usage = await sluice(['nope'], 20_000, { node, env: systemEnv(node) });
+    assertOneLineError(usage, /^sluice: unknown command 'nope'/, 2);
+    const missing = await sluice(['check', '-c', '/nonexistent/sluice.yaml'], 20_000, {
+      node,
+      env: systemEnv(node),
+    });
+    assertOneLineError(missing, /^\/nonexistent\/sluice\.yaml: file not found$/, 1);
+  });
+
+  test('passes signals through: SIGHUP and SIGINT reach the gateway once (a drain, exit 0)', {
+    skip,
+  }, async (t) => {
+    const node = old as string;
+    const demo = await demoUpstream(t);
+    const port = await freePort();
+    const child = spawn(node, [BIN, 'proxy', '--to', demo.url, '--listen', `127.0.0.1:${port}`], {
+      env: systemEnv(node),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout.resume();
+    const exited = once(child, 'close');
+    let gatewayPid: number | undefined;
+    t.after(() => {
+      // The gateway runs in its own process group: stop it by its PID if the test failed early.
+      for (const pid of [child.pid, gatewayPid])
+        try {
+          if (pid) process.kill(pid, 'SIGKILL');
+        } catch {}
+    });
+    const waitFor = async (re: RegExp) => {
+      const deadline = Date.now() + 15_000;
+      while (!re.test(stderr)) {
+        assert.ok(Date.now() < deadline, `timed out waiting for ${re}; stderr:\n${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await waitFor(/"msg":"listening"/);
+    const line = stderr.split('\n').find((l) => l.includes('"msg":"listening"')) as string;
+    gatewayPid = JSON.parse(line).pid;
+    assert.notEqual(gatewayPid, child.pid, 'the gateway runs in a re-executed Node');
+    child.kill('SIGHUP');
+    await waitFor(/SIGHUP ignored/);
+    assert.equal((await get(`http://127.0.0.1:${port}/fast`)).status, 200);
+    child.kill('SIGINT');
+    const [code, signal] = await exited;
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, stderr);
+    assert.match(stderr, /"signal":"SIGINT".*draining/);
+    assert.doesNotMatch(stderr, /second signal/);
+  });
+
+  test('without a usable Node nearby: one line saying exactly what to do', { skip }, async (t) => {
+    const node = old as string;
+    const dir = tempDir(t);
+    mkdirSync(join(dir, 'bin'));
+    copyFileSync(BIN, join(dir, 'bin', 'sluice.js'));
+    writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+    const r = await sluice(['--version'], 20_000, {
+      node,
+      bin: join(dir, 'bin', 'sluice.js'),
+      env: systemEnv(node),
+      cwd: dir,
+    });
+    assertOneLineError(
+      r,
+      /^sluice: needs Node\.js 22\.18 or newer \(Node 24 recommended\), this is v\d+\.\d+\.\d+: run `npm install node@24` in your project \(then `npx sluice`\), or set SLUICE_NODE=\/path\/to\/node24$/,
+      1,
+    );
+  });
+
+  test('installed into a project of its own (npm install <path-to-clone>, offline): npx sluice works there', {
+    skip,
+  }, async (t) => {
+    const node = old as string;
+    const dir = tempDir(t);
+    writeFileSync(join(dir, 'package.json'), '{"name":"my-app","version":"1.0.0","private":true}');
+    const env = systemEnv(node);
+    const install = spawnSync(
+      'npm',
+      [
+        'install',
+        '--offline',
+        '--no-audit',
+        '--no-fund',
+        '--loglevel=error',
+        fileURLToPath(new URL('..', import.meta.url)),
+      ],
+      { cwd: dir, env, encoding: 'utf8', timeout: 60_000 },
+    );
+    assert.equal(install.status, 0, install.stderr);
+    const r = spawnSync('npx', ['--offline', 'sluice', 'check', '-c', EXAMPLE], {
+      cwd: dir,
+      env,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /ok, 3 route\(s\)/);
   });
 });

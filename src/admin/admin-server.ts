@@ -5,7 +5,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { ListenAddress } from '../config/resolve.ts';
+import { isLoopback, type ListenAddress } from '../config/resolve.ts';
 
 export type AdminHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
 
@@ -16,11 +16,7 @@ export interface AdminOptions {
   ready: () => boolean;
 }
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
-
-export function isLoopback(host: string | undefined): boolean {
-  return host !== undefined && LOOPBACK.test(host);
-}
+export { isLoopback };
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
@@ -35,6 +31,7 @@ export class AdminServer {
 
   constructor(options: AdminOptions) {
     this.#options = options;
+    // A backstop: config validation refuses this already (so that `sluice check` does too).
     if (!options.token && !isLoopback(options.listen.host)) {
       throw new Error(
         `admin.listen ${options.listen.host ?? '*'}:${options.listen.port} is not loopback: set admin.token (e.g. token: "\${SLUICE_ADMIN_TOKEN}")`,

@@ -38,8 +38,15 @@ ${Object.entries(COMMANDS)
 
 Run 'sluice <command> --help' for a command's options. Docs: docs/ in the repository.`;
 
+/** Commands that run until stopped: a SIGHUP must never kill them, not even while they start. */
+const LONG_RUNNING = new Set(['start', 'proxy']);
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (LONG_RUNNING.has(name)) {
+    // Until the command replaces it with its own (start: reload; proxy: a log line).
+    process.on('SIGHUP', () => process.stderr.write(`sluice ${name}: SIGHUP during start-up ignored\n`));
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     console.log(HELP);
     return name === undefined ? 2 : 0;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -113,7 +113,7 @@ test('unknown key with no close match lists the known keys', () => {
     top,
     1,
     'zzzzqqq',
-    /known keys: listen, admin, access_log, shutdown_timeout, client, defaults, workers, store, jobs, alerts, upstreams, routes/,
+    /known keys: listen, admin, access_log, shutdown_timeout, client, defaults, chain, lint, workers, store, jobs, alerts, upstreams, routes/,
   );
 });
 
@@ -450,7 +450,7 @@ routes:
 
 test('match, listen and target details are normalised', () => {
   const c = load(`listen: "[::1]:8443"
-admin: { listen: ":0", token: "" }
+admin: { listen: ":0", token: "t0k" }
 upstreams:
   api:
     targets: [http://127.0.0.1:9001/base/, https://example.com]
@@ -461,7 +461,7 @@ routes:
     strip_prefix: true
 `);
   assert.deepEqual(c.listen, { host: '::1', port: 8443 });
-  assert.deepEqual(c.admin, { listen: { host: undefined, port: 0 }, token: undefined });
+  assert.deepEqual(c.admin, { listen: { host: undefined, port: 0 }, token: 't0k' });
   assert.deepEqual(c.upstreams.api.targets, [
     { origin: 'http://127.0.0.1:9001', basePath: '/base', weight: 1 },
     { origin: 'https://example.com', basePath: '', weight: 1 },
@@ -533,9 +533,11 @@ test('the JSON Schema forbids unknown keys and documents fields', () => {
     'access_log',
     'admin',
     'alerts',
+    'chain',
     'client',
     'defaults',
     'jobs',
+    'lint',
     'listen',
     'routes',
     'shutdown_timeout',
@@ -593,4 +595,48 @@ test(`an unset \${VAR} is reported with its line and validation goes on: every p
   hasIssue(later, 1, 'admin.token', /NOPE_TOKEN is not set/);
   hasIssue(later, 9, 'routes[1].upstream', /no upstream named "nope"/);
   assert.equal(later.issues.length, 2, later.message);
+});
+
+test('what start refuses is refused at load, with its line: admin beyond loopback without a token, a Redis store', () => {
+  const admin = fail(`admin:\n  listen: 0.0.0.0:8081\n${BASE}`);
+  hasIssue(admin, 2, 'admin.listen', /0\.0\.0\.0:8081 is not loopback: set admin\.token/);
+  const empty = fail(`admin: { listen: ":8081", token: "" }\n${BASE}`);
+  hasIssue(empty, 1, 'admin.listen', /:8081 is not loopback/);
+  for (const ok of ['127.0.0.1:8081', 'localhost:8081', '[::1]:8081'])
+    assert.equal(load(`admin: { listen: "${ok}" }\n${BASE}`).admin.token, undefined);
+  assert.equal(load(`admin: { listen: ":8081", token: s3cret }\n${BASE}`).admin.token, 's3cret');
+
+  const redis = fail(`store: redis://127.0.0.1:6379/0\n${BASE}`);
+  hasIssue(redis, 1, 'store', /the Redis job store is not available in this version; use sqlite:PATH/);
+});
+
+test('an access_log (or job store) path that cannot be created is refused naming the key, and nothing is created', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-load-'));
+  try {
+    const file = join(dir, 'plain.txt');
+    writeFileSync(file, 'x');
+    const under = fail(`access_log: ${file}/logs/access.log\n${BASE}`);
+    hasIssue(under, 1, 'access_log', new RegExp(`cannot create directory ${file}/logs: ${file} is a file$`));
+    const isDir = fail(`access_log: ${dir}\n${BASE}`);
+    hasIssue(isDir, 1, 'access_log', /is a directory: name a file in it$/);
+    // A directory that does not exist yet is fine (start creates it); check creates nothing.
+    const later = join(dir, 'new', 'deeper', 'access.log');
+    assert.equal(load(`access_log: ${later}\n${BASE}`).accessLog, later);
+    assert.equal(existsSync(join(dir, 'new')), false);
+    // The job store's directory, when a route uses async.
+    const store = fail(`store: sqlite:${file}/jobs.db\n${BASE}    async: { mode: auto }\n`);
+    hasIssue(store, 1, 'store', /cannot create directory .*plain\.txt: .*plain\.txt is a file$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("start's refusals are reported beside the schema's issues, not only once those are fixed", () => {
+  const err = fail(
+    `admin: { listen: "0.0.0.0:8081" }\nstore: redis://127.0.0.1:6379/0\n${BASE}    timeouts: { total: 2 s }\n`,
+  );
+  hasIssue(err, 1, 'admin.listen', /is not loopback/);
+  hasIssue(err, 2, 'store', /Redis job store is not available/);
+  hasIssue(err, 9, 'routes[0].timeouts.total', /`2 s` is not a duration/);
+  assert.equal(err.issues.length, 3, err.message);
 });

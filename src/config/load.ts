@@ -3,7 +3,8 @@
  * Every problem is reported at once, each as `file:line: key.path: message`, with a "did you mean"
  * hint for misspelt keys. Loading has no side effects: resources are opened later, by the gateway.
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
 import {
   type Document,
   isMap,
@@ -17,7 +18,7 @@ import {
 } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
-import { type EffectiveConfig, resolveConfig } from './resolve.ts';
+import { type EffectiveConfig, isLoopback, parseListen, resolveConfig } from './resolve.ts';
 import {
   ADDRESS_PATTERN,
   type ConfigFile,
@@ -164,7 +165,12 @@ function validateConfig(
     );
   };
   const result = configSchema.safeParse(raw);
-  if (!result.success) fail(describeIssues(result.error.issues, ctx));
+  if (!result.success) {
+    // What start would refuse is reported beside the schema's issues, not after they are fixed.
+    const found = describeIssues(result.error.issues, ctx);
+    const paths = new Set(found.map((i) => i.path));
+    fail([...found, ...startRefusals(raw, ctx).filter((i) => !paths.has(i.path))]);
+  }
   let config: EffectiveConfig | undefined;
   try {
     config = resolveConfig(result.data as ConfigFile, (path) => ctx.line?.(path));
@@ -172,8 +178,94 @@ function validateConfig(
     if (err instanceof ConfigError) fail(err.issues);
     throw err;
   }
-  if (earlier.length > 0) fail([]);
+  const files = fileIssues(config as EffectiveConfig, ctx);
+  if (earlier.length > 0 || files.length > 0) fail(files);
   return Object.freeze({ ...(config as EffectiveConfig), raw: deepFreeze(structuredClone(raw)) });
+}
+
+/**
+ * What start would fail on when it opens the files the config names: checked here, without creating
+ * anything, so that `sluice check` refuses it too and both say which key (start would otherwise fail
+ * with a raw `EEXIST … mkdir`).
+ */
+function fileIssues(config: EffectiveConfig, ctx: IssueContext): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const dest = config.accessLog;
+  if (dest !== 'stdout' && dest !== 'stderr' && dest !== 'off') {
+    const why = writableFileProblem(dest);
+    if (why) out.push({ path: 'access_log', line: ctx.line?.(['access_log']), message: why });
+  }
+  // The job store is opened (its directory created) when a route uses async.
+  const store = /^sqlite:([^?]*)/.exec(config.store)?.[1];
+  if (store && store !== ':memory:' && !store.startsWith('file:') && config.routes.some((r) => r.async)) {
+    const why = writableFileProblem(store);
+    if (why) out.push({ path: 'store', line: ctx.line?.(['store']), message: why });
+  }
+  return out;
+}
+
+/**
+ * The refusals of start that resolveConfig and fileIssues make, from the raw values (when the schema
+ * refused something else): admin beyond loopback without a token, a Redis store, an access_log path.
+ */
+function startRefusals(raw: unknown, ctx: IssueContext): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const str = (path: PropertyKey[]) => {
+    const v = getIn(raw, path);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const listen = str(['admin', 'listen']);
+  if (listen !== undefined && new RegExp(ADDRESS_PATTERN).test(listen) && !str(['admin', 'token'])) {
+    if (!isLoopback(parseListen(listen).host))
+      out.push({
+        path: 'admin.listen',
+        line: ctx.line?.(['admin', 'listen']),
+        message: `${listen} is not loopback: set admin.token (e.g. token: "\${SLUICE_ADMIN_TOKEN}"), or listen on 127.0.0.1`,
+      });
+  }
+  if (/^rediss?:\/\//.test(str(['store']) ?? ''))
+    out.push({
+      path: 'store',
+      line: ctx.line?.(['store']),
+      message: 'the Redis job store is not available in this version; use sqlite:PATH',
+    });
+  const dest = str(['access_log']);
+  if (dest !== undefined && dest !== 'stdout' && dest !== 'stderr' && dest !== 'off') {
+    const why = writableFileProblem(dest);
+    if (why) out.push({ path: 'access_log', line: ctx.line?.(['access_log']), message: why });
+  }
+  return out;
+}
+
+/** Why a file could not be opened for appending (its directory created as needed), or undefined. */
+export function writableFileProblem(file: string): string | undefined {
+  const abs = resolvePath(file);
+  const st = statSync(abs, { throwIfNoEntry: false });
+  if (st?.isDirectory()) return `${file} is a directory: name a file in it`;
+  if (st) {
+    try {
+      accessSync(abs, constants.W_OK);
+    } catch {
+      return `cannot write ${file}: permission denied`;
+    }
+    return undefined;
+  }
+  const dir = dirname(abs);
+  for (let d = dir; ; d = dirname(d)) {
+    const s = statSync(d, { throwIfNoEntry: false });
+    if (s) {
+      if (!s.isDirectory()) return `cannot create directory ${dir}: ${d} is a file`;
+      try {
+        accessSync(d, constants.W_OK | constants.X_OK);
+      } catch {
+        return d === dir
+          ? `cannot create ${abs}: permission denied in ${d}`
+          : `cannot create directory ${dir}: permission denied in ${d}`;
+      }
+      return undefined;
+    }
+    if (dirname(d) === d) return undefined;
+  }
 }
 
 /** The value at a key path of a plain object (undefined when absent). */

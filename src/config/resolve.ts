@@ -5,6 +5,7 @@
  */
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
+import type { LintCode } from './lint-codes.ts';
 import type { ConfigFile, TimeoutsInput } from './schema.ts';
 
 /** Milliseconds per phase; 0 disables that phase's timeout. */
@@ -87,6 +88,16 @@ export interface EffectiveRoute {
   readonly retry: RetryConfig | undefined;
   /** undefined when async.mode is off. */
   readonly async: AsyncConfig | undefined;
+  /** Lint findings silenced on this route (`lint.ignore`); absent: none. */
+  readonly lintIgnore?: readonly LintCode[];
+}
+
+/** The timeouts around Sluice (ms), for the chain lint; `defaults.client_timeout` is chain.client. */
+export interface ChainConfig {
+  readonly client: number | undefined;
+  readonly apigw: boolean;
+  readonly lb: number | undefined;
+  readonly app: number | undefined;
 }
 
 export interface EffectiveConfig {
@@ -97,7 +108,9 @@ export interface EffectiveConfig {
   readonly client: ConfigFile['client'];
   readonly upstreams: Readonly<Record<string, EffectiveUpstream>>;
   readonly routes: readonly EffectiveRoute[];
-  readonly clientTimeout: number | undefined;
+  readonly chain: ChainConfig;
+  /** Lint findings silenced everywhere (top-level `lint.ignore`). */
+  readonly lintIgnore: readonly LintCode[];
   readonly store: string;
   readonly jobs: File['jobs'];
   readonly alerts: {
@@ -114,6 +127,13 @@ export interface EffectiveConfig {
    * change (admin API merge patch) applies to, so that it is validated exactly like the file.
    */
   readonly raw?: unknown;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+/** Whether a listen host is loopback only (undefined = every interface: not loopback). */
+export function isLoopback(host: string | undefined): boolean {
+  return host !== undefined && LOOPBACK.test(host);
 }
 
 export function parseListen(text: string): ListenAddress {
@@ -219,6 +239,7 @@ export function resolveConfig(
               callback: r.async.callback && Object.freeze({ ...r.async.callback }),
             })
           : undefined,
+      lintIgnore: Object.freeze([...(r.lint?.ignore ?? [])]),
     } satisfies EffectiveRoute);
   });
   const routeNames = new Set(file.routes.map((r) => r.name));
@@ -248,11 +269,35 @@ export function resolveConfig(
       routes: rule.routes && Object.freeze([...rule.routes]),
     });
   });
+  // What start would refuse, refused here so that `sluice check` refuses it too (with file:line).
+  const admin = parseListen(file.admin.listen);
+  if (!file.admin.token && !isLoopback(admin.host)) {
+    issues.push({
+      path: 'admin.listen',
+      line: lineOf(['admin', 'listen']),
+      message: `${file.admin.listen} is not loopback: set admin.token (e.g. token: "\${SLUICE_ADMIN_TOKEN}"), or listen on 127.0.0.1`,
+    });
+  }
+  if (/^rediss?:\/\//.test(file.store)) {
+    issues.push({
+      path: 'store',
+      line: lineOf(['store']),
+      message: 'the Redis job store is not available in this version; use sqlite:PATH',
+    });
+  }
+  const clientAlias = file.defaults.client_timeout;
+  if (clientAlias !== undefined && file.chain?.client !== undefined && clientAlias !== file.chain.client) {
+    issues.push({
+      path: 'defaults.client_timeout',
+      line: lineOf(['defaults', 'client_timeout']),
+      message: 'is an alias of chain.client, which is set to another value: keep only chain.client',
+    });
+  }
   if (issues.length > 0) throw new ConfigError('', issues);
 
   return Object.freeze({
     listen: parseListen(file.listen),
-    admin: Object.freeze({ listen: parseListen(file.admin.listen), token: file.admin.token || undefined }),
+    admin: Object.freeze({ listen: admin, token: file.admin.token || undefined }),
     accessLog: file.access_log,
     shutdownTimeout: file.shutdown_timeout,
     client: Object.freeze({
@@ -261,7 +306,13 @@ export function resolveConfig(
     }),
     upstreams: Object.freeze(upstreams),
     routes: Object.freeze(routes),
-    clientTimeout: file.defaults.client_timeout,
+    chain: Object.freeze({
+      client: file.chain?.client ?? clientAlias,
+      apigw: file.chain?.apigw ?? false,
+      lb: file.chain?.lb,
+      app: file.chain?.app,
+    }),
+    lintIgnore: Object.freeze([...(file.lint?.ignore ?? [])]),
     store: file.store,
     jobs: Object.freeze({ ...file.jobs }),
     alerts: Object.freeze({

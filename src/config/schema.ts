@@ -4,6 +4,7 @@
  * user documentation. Adding a config section means adding it here and resolving it in resolve.ts.
  */
 import { z } from 'zod';
+import { LINT_CODE_NAMES } from './lint-codes.ts';
 import { DURATION_PATTERN, parseDuration, parseSize, SIZE_PATTERN } from './units.ts';
 
 // A duration is a string with a unit; the bare number 0 is accepted too, as "0s" (disabled).
@@ -166,6 +167,15 @@ const upstream = z.strictObject({
     .meta({ description: 'Most open connections to each target (default: unlimited).' }),
 });
 
+const lint = z
+  .strictObject({
+    ignore: z.array(z.enum(LINT_CODE_NAMES)).default([]).meta({
+      description:
+        'Lint findings of `sluice check` (and the start-up log) not to report, by code, e.g. [ttfb-below-total] on a streaming route. Codes: docs/operations.md.',
+    }),
+  })
+  .optional();
+
 const method = z.string().regex(/^[A-Z]+$/, 'methods are upper-case tokens such as GET or POST');
 
 const route = z.strictObject({
@@ -194,6 +204,7 @@ const route = z.strictObject({
     .meta({ description: 'Remove the matched path prefix before forwarding.' }),
   timeouts: timeouts.optional(),
   max_body: size('Largest request body accepted (413).').optional(),
+  lint: lint.meta({ description: "This route's lint findings to silence." }),
   retry: z
     .strictObject({
       attempts: z.number().int().min(1).max(10).meta({ description: 'Tries in all, the first included.' }),
@@ -298,10 +309,32 @@ export const configSchema = z.strictObject({
       timeouts: timeouts.prefault({}),
       max_body: size('Largest request body accepted (413). Default 10MB.').default(10 * 1024 * 1024),
       client_timeout: duration(
-        'Timeout of whatever sits in front of Sluice (client, load balancer; AWS API Gateway: 29s). `sluice check` warns about routes whose budget exceeds it.',
+        'Alias of chain.client (the timeout of whatever sits right in front of Sluice); prefer chain.client.',
       ).optional(),
     })
     .prefault({}),
+  chain: z
+    .strictObject({
+      client: duration(
+        'How long the client waits for an answer (e.g. a browser, a mobile app, a caller SDK).',
+      ).optional(),
+      apigw: z.boolean().default(false).meta({
+        description:
+          'An AWS API Gateway sits in front: its 29s integration timeout is one more layer of the chain.',
+      }),
+      lb: duration(
+        'How long the load balancer (or CDN, ingress) in front of Sluice waits for an answer.',
+      ).optional(),
+      app: duration(
+        "The upstream app's own request timeout (e.g. its server or framework timeout).",
+      ).optional(),
+    })
+    .optional()
+    .meta({
+      description:
+        'The timeouts around Sluice, outermost first, for the chain lint of `sluice check`: each must give up after everything inside it (client > API Gateway > lb > route total > app).',
+    }),
+  lint: lint.meta({ description: 'Lint findings to silence on every route and for the chain.' }),
   workers: z
     .literal(1, { error: 'only 1 is available in this version (auto, one process per core, is planned)' })
     .default(1)

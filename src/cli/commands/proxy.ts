@@ -1,4 +1,4 @@
-import { lintTimeouts } from '../../config/lint.ts';
+import { lintConfig } from '../../config/lint.ts';
 import { ConfigError, loadConfigObject } from '../../config/load.ts';
 import { BUILTIN_TIMEOUTS } from '../../config/resolve.ts';
 import { formatDuration, parseDuration } from '../../config/units.ts';
@@ -77,9 +77,14 @@ export async function run(argv: string[]): Promise<number> {
       throw new UsageError(lines.join('\nsluice: '));
     }
   })();
-  const errors = lintTimeouts(config).filter((f) => f.level === 'error');
+  const errors = lintConfig(config).filter((f) => f.level === 'error');
   if (errors.length > 0) throw new UsageError(`proxy: ${errors[0].message}`);
   const logger = createLogger();
+  // A SIGHUP must never kill it (Node's default): from here on it says why it is ignored.
+  process.removeAllListeners('SIGHUP');
+  process.on('SIGHUP', () =>
+    logger.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: sluice proxy has no config file to reload'),
+  );
   const sluice = await startSluice(config, {
     logger,
     admin: values.admin !== undefined,
@@ -94,11 +99,7 @@ export async function run(argv: string[]): Promise<number> {
   );
   logListening(logger, config, sluice, { command: 'proxy', to: values.to });
   // Idle keep-alive sockets must not keep a stopped gateway alive for seconds.
-  process.exit(
-    await runUntilSignal(sluice, logger, () =>
-      logger.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: sluice proxy has no config file to reload'),
-    ),
-  );
+  process.exit(await runUntilSignal(sluice, logger));
 }
 
 /**

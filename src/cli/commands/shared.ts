@@ -85,9 +85,10 @@ export function hostPort(host: string | undefined, port: number): string {
 
 /**
  * Runs until SIGTERM/SIGINT, then drains in-flight requests (bounded) and resolves with exit code 0.
- * `onHangup` handles SIGHUP (reload, or a log line): without a handler Node would die on it.
+ * `onHangup` handles SIGHUP (a reload); a command without one must handle SIGHUP itself, or Node
+ * dies of it.
  */
-export function runUntilSignal(sluice: Sluice, logger: Logger, onHangup: () => void): Promise<number> {
+export function runUntilSignal(sluice: Sluice, logger: Logger, onHangup?: () => void): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -114,6 +115,6 @@ export function runUntilSignal(sluice: Sluice, logger: Logger, onHangup: () => v
     // `on`, not `once`: a second signal must reach `stop` (exit 1 at once) instead of killing the process.
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', onHangup);
+    if (onHangup) process.on('SIGHUP', onHangup);
   });
 }

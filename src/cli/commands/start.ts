@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { lintTimeouts } from '../../config/lint.ts';
+import { lintConfig } from '../../config/lint.ts';
 import { loadConfigFile } from '../../config/load.ts';
 import type { EffectiveConfig } from '../../config/resolve.ts';
 import { startDemoUpstream } from '../../demo/demo-upstream.ts';
@@ -63,6 +63,7 @@ export async function run(argv: string[]): Promise<number> {
     );
   }
   logListening(logger, config, sluice, { command: 'start', config: file });
+  process.removeAllListeners('SIGHUP'); // the start-up one (main.ts): from now on SIGHUP reloads
   const code = await runUntilSignal(sluice, logger, () => {
     try {
       const next = loadConfigFile(file);
@@ -84,8 +85,9 @@ export async function run(argv: string[]): Promise<number> {
 
 /** The timeout-chain lint of `sluice check`, as log lines (the gateway starts anyway). */
 function logLint(logger: Logger, config: EffectiveConfig): void {
-  for (const f of lintTimeouts(config)) {
-    if (f.level === 'error') logger.error({ route: f.route, lint: f.level }, f.message);
-    else logger.warn({ route: f.route, lint: f.level }, f.message);
+  for (const f of lintConfig(config)) {
+    const fields = { route: f.route, lint: f.level, code: f.code };
+    if (f.level === 'error') logger.error(fields, f.message);
+    else logger.warn(fields, f.message);
   }
 }
