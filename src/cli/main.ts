@@ -21,6 +21,10 @@ const COMMANDS: Record<
     summary: "validate a config and print every route's effective timeouts",
     load: () => import('./commands/check.ts'),
   },
+  probe: {
+    summary: 'phase timings, percentiles and headroom of an endpoint (DNS, connect, TLS, TTFB)',
+    load: () => import('./commands/probe.ts'),
+  },
   'demo-upstream': {
     summary: 'a deliberately unreliable HTTP server for demos and tests',
     load: () => import('./commands/demo-upstream.ts'),
