@@ -276,7 +276,7 @@ describe('help and usage', { concurrency: 3 }, () => {
     const r = await sluice(['strat', '-c', 'x.yaml']);
     assertOneLineError(
       r,
-      /^sluice: unknown command 'strat' \(commands: start, proxy, check, demo-upstream\)$/,
+      /^sluice: unknown command 'strat' \(commands: start, proxy, check, probe, logs, demo-upstream\)$/,
       2,
     );
     // Names of Object.prototype members are not commands either.

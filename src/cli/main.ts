@@ -25,6 +25,10 @@ const COMMANDS: Record<
     summary: 'phase timings, percentiles and headroom of an endpoint (DNS, connect, TLS, TTFB)',
     load: () => import('./commands/probe.ts'),
   },
+  logs: {
+    summary: '504 and timeout hot spots per endpoint from nginx, Kong, Sluice, ALB or API Gateway logs',
+    load: () => import('./commands/logs.ts'),
+  },
   'demo-upstream': {
     summary: 'a deliberately unreliable HTTP server for demos and tests',
     load: () => import('./commands/demo-upstream.ts'),
