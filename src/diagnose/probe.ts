@@ -349,7 +349,7 @@ export function hint(result: ProbeResult): string {
     case 'tls':
       return 'TLS dominates: the handshake is slow (far away, or a CPU-starved server); keep connections alive (--reuse shows the difference).';
     case 'ttfb':
-      return `backend slow: the time goes before the first byte (a slow query, a third-party call without a timeout, or a cold start)${st ? `; its own Server-Timing says '${st[0]}' takes ${st[1]} ms on average` : '; add Server-Timing to see where (sluice/upstream timing())'}.`;
+      return `backend slow: the time goes before the first byte (a slow query, a third-party call without a timeout, or a cold start)${st ? `; its own Server-Timing says '${st[0]}' takes ${st[1]} ms on average` : '; add Server-Timing to the backend responses to see where'}.`;
     case 'transfer':
       return 'transfer dominates: a large or slowly streamed response; paginate, stream or compress it.';
     default:
