@@ -98,7 +98,9 @@ function stable(p: Problem): Omit<Problem, 'request_id' | 'elapsed_ms'> {
 function headersOf(res: Response): Record<string, string> {
   const out: Record<string, string> = {};
   res.headers.forEach((v, k) => {
-    if (k !== 'date' && k !== 'x-request-id' && k !== 'server-timing') out[k] = v;
+    // content-length follows the body, whose elapsed_ms may gain a digit (9 → 10 ms) under load; the
+    // bodies are compared apart (stable()), minus request_id and elapsed_ms.
+    if (k !== 'date' && k !== 'x-request-id' && k !== 'server-timing' && k !== 'content-length') out[k] = v;
   });
   return out;
 }
