@@ -48,7 +48,8 @@ function handler(req: IncomingMessage, res: ServerResponse) {
       }
     }, 100);
   } else if (url.pathname === '/timed') {
-    setTimeout(() => timed(req, res), 60);
+    // Long enough that ttfb dominates even when a loaded machine makes the connect slow.
+    setTimeout(() => timed(req, res), 400);
   } else res.end('ok');
 }
 
