@@ -65,13 +65,18 @@ export function deadline(req, options = {}) {
 /** Milliseconds left before the deadline of a request or a deadline() signal; Infinity when none. */
 export function remaining(from) {
   let end;
-  if (from instanceof AbortSignal) end = ends.get(from);
-  else {
-    deadline(from);
+  let signal;
+  if (from instanceof AbortSignal) {
+    signal = from;
+    end = ends.get(from);
+  } else {
+    signal = deadline(from);
     const key = from?.raw && typeof from.raw === 'object' ? from.raw : from;
     end = byRequest.get(key)?.end;
   }
-  return end === undefined ? Number.POSITIVE_INFINITY : Math.max(0, end - performance.now());
+  if (end === undefined) return Number.POSITIVE_INFINITY;
+  // Timers may fire a fraction of a millisecond early: once the deadline fired, nothing is left.
+  return signal.aborted ? 0 : Math.max(0, end - performance.now());
 }
 
 /**
