@@ -45,32 +45,27 @@ const NOT_CROCKFORD = new Uint8Array(256).fill(1);
 for (let c = 0; c < 256; c++) if ((FLAGS[c] & (DIGIT | LOWER | UPPER)) !== 0) NOT_CROCKFORD[c] = 0;
 for (const c of 'ILOUilou') NOT_CROCKFORD[c.charCodeAt(0)] = 1;
 
+// The one table foldPieces reads per byte: FLAGS plus what isIdSegment derives, and the bytes that
+// end a segment (`/`, `?`, `#`), so the hot loop is a lookup, an OR and a multiply per byte.
+const NOT_HEX = 256;
+const NOT_CROCK = 512;
+const DOT = 1024;
+const TERM = 2048;
+const SCAN = new Uint16Array(256);
+for (let c = 0; c < 256; c++)
+  SCAN[c] =
+    FLAGS[c] |
+    ((FLAGS[c] & (DIGIT | HEX_LETTER)) === 0 ? NOT_HEX : 0) |
+    (NOT_CROCKFORD[c] ? NOT_CROCK : 0) |
+    (c === 46 ? DOT : 0) |
+    (c === 47 || c === 63 || c === 35 ? TERM : 0);
+
 /** Whether b[start, end) is an id that folds to `:id`. */
 export function isIdSegment(b: Uint8Array, start: number, end: number): boolean {
-  const len = end - start;
-  if (len === 0) return false;
+  if (end <= start) return false;
   let all = 0;
-  let notHex = 0;
-  let notCrockford = 0;
-  for (let i = start; i < end; i++) {
-    const c = b[i];
-    const f = FLAGS[c];
-    if (f === OTHER) return false;
-    all |= f;
-    notHex |= (f & (DIGIT | HEX_LETTER)) === 0 ? 1 : 0;
-    notCrockford |= NOT_CROCKFORD[c];
-  }
-  if ((all & DIGIT) === 0) return false;
-  // Only digits and separators: 123, 2026-11-23, 1.5.
-  if ((all & (LOWER | UPPER | B64_ONLY)) === 0) return true;
-  if (len === 36 && isUuid(b, start)) return true;
-  if (notHex === 0 && len >= 8) return true;
-  if (notCrockford === 0 && len === 26) return true;
-  if (len >= 16 && (all & SEP) === 0) {
-    const mixedCase = (all & LOWER) !== 0 && (all & UPPER) !== 0;
-    if (mixedCase || (all & DASH_UNDERSCORE) === 0) return true;
-  }
-  return false;
+  for (let i = start; i < end; i++) all |= SCAN[b[i]];
+  return (all & TERM) === 0 && isIdFlags(b, start, end, all);
 }
 
 function isUuid(b: Uint8Array, s: number): boolean {
@@ -144,25 +139,19 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
   // Each segment: its flags (for isId), and its FNV hash, in the same pass.
   let seg = start;
   let all = 0;
-  let notHex = 0;
-  let notCrockford = 0;
-  let dotted = false;
   let segHash = FNV_OFFSET;
   let i = start;
   for (; ; i++) {
     const c = i < to ? b[i] : 47;
-    if (c !== 47 && c !== 63 && c !== 35) {
-      const f = FLAGS[c];
+    const f = SCAN[c];
+    if ((f & TERM) === 0) {
       all |= f;
-      notHex |= (f & (DIGIT | HEX_LETTER)) === 0 ? 1 : 0;
-      notCrockford |= NOT_CROCKFORD[c];
-      if (c === 46) dotted = true;
       segHash = Math.imul(segHash ^ c, FNV_PRIME);
       continue;
     }
     // End of a segment [seg, i).
     if (i > seg) {
-      if (!templated && isIdFlags(b, seg, i, all, notHex, notCrockford)) {
+      if (!templated && isIdFlags(b, seg, i, all)) {
         pushLiteral(seg);
         if (pieceCount < MAX_PIECES - 1) {
           PIECES[pieceCount * 2] = -1;
@@ -171,7 +160,7 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
           copied = i;
         }
         hash = mix(hash, ID_HASH);
-      } else if (!templated && dotted && foldDotted(b, seg, i)) {
+      } else if (!templated && (all & DOT) !== 0 && foldDotted(b, seg, i)) {
         // foldDotted pushed the pieces and mixed their hashes.
       } else if (i - seg === 3 && b[seg] === 58 && b[seg + 1] === 105 && b[seg + 2] === 100) {
         hash = mix(hash, ID_HASH); // a literal `:id` (a logged route template) is the same endpoint
@@ -181,9 +170,6 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
     hash = mix(hash, 47);
     seg = i + 1;
     all = 0;
-    notHex = 0;
-    notCrockford = 0;
-    dotted = false;
     segHash = FNV_OFFSET;
   }
   const end = i < to ? i : to;
@@ -195,21 +181,14 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
   return pieceCount;
 }
 
-/** The isIdSegment decision from flags already gathered. */
-function isIdFlags(
-  b: Uint8Array,
-  start: number,
-  end: number,
-  all: number,
-  notHex: number,
-  notCrockford: number,
-) {
+/** The isIdSegment decision from the SCAN flags of the segment's bytes. */
+function isIdFlags(b: Uint8Array, start: number, end: number, all: number): boolean {
   if ((all & OTHER) !== 0 || (all & DIGIT) === 0) return false;
   if ((all & (LOWER | UPPER | B64_ONLY)) === 0) return true;
   const len = end - start;
   if (len === 36 && isUuid(b, start)) return true;
-  if (notHex === 0 && len >= 8) return true;
-  if (notCrockford === 0 && len === 26) return true;
+  if ((all & NOT_HEX) === 0 && len >= 8) return true;
+  if ((all & NOT_CROCK) === 0 && len === 26) return true;
   if (len >= 16 && (all & SEP) === 0) {
     const mixedCase = (all & LOWER) !== 0 && (all & UPPER) !== 0;
     if (mixedCase || (all & DASH_UNDERSCORE) === 0) return true;

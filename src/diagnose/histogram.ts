@@ -28,6 +28,14 @@ function lowerOf(octave: number, sub: number): number {
 }
 const widthOf = (octave: number) => (octave === 0 ? 1 : 2 ** (octave - 1));
 
+/** A histogram as plain data (to pass between worker threads). */
+export interface HistogramState {
+  octaves: (Uint32Array | undefined)[];
+  count: number;
+  max: number;
+  min: number;
+}
+
 export class LatencyHistogram {
   readonly #octaves: (Uint32Array | undefined)[] = new Array(OCTAVES);
   count = 0;
@@ -44,6 +52,30 @@ export class LatencyHistogram {
     this.count++;
     if (ms > this.max) this.max = ms;
     if (ms < this.min) this.min = ms;
+  }
+
+  /** Its state as plain data (structured-clonable). */
+  export(): HistogramState {
+    return { octaves: this.#octaves.slice(), count: this.count, max: this.max, min: this.min };
+  }
+
+  /** Adds the counts of another histogram's state to this one. */
+  merge(state: HistogramState): void {
+    for (let o = 0; o < OCTAVES; o++) {
+      const from = state.octaves[o];
+      if (!from) continue;
+      const to = (this.#octaves[o] ??= new Uint32Array(SUB));
+      for (let s = 0; s < SUB; s++) to[s] += from[s];
+    }
+    this.count += state.count;
+    if (state.max > this.max) this.max = state.max;
+    if (state.min < this.min) this.min = state.min;
+  }
+
+  static from(state: HistogramState): LatencyHistogram {
+    const h = new LatencyHistogram();
+    h.merge(state);
+    return h;
   }
 
   /**

@@ -1,18 +1,23 @@
 /**
- * Reads one access log for `sluice logs`: a file or `-` (stdin), gzip-compressed or not (told by its
- * first two bytes, whatever the name), line by line in 1 MiB chunks of bytes (parsers read the bytes
- * in place: no string per line), detecting the format from the first lines unless one is given.
- * Lines that do not parse are counted, never fatal.
+ * Reads access logs for `sluice logs`: files or `-` (stdin), gzip-compressed or not (told by the first
+ * two bytes, whatever the name), line by line in chunks of bytes (parsers read the bytes in place: no
+ * string per line), detecting the format from the first lines unless one is given. Lines that do not
+ * parse are counted, never fatal. A large plain file is split at line boundaries and read by several
+ * worker threads (log-worker.ts), whose sums are merged: parsing is the hot path.
  */
 import { once } from 'node:events';
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Readable } from 'node:stream';
+import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
-import { DETECT_LINES, detectFormat } from './formats/detect.ts';
-import { type LogParser, newRecord } from './formats/record.ts';
-import type { FileSummary, LogAggregator } from './log-summary.ts';
+import { DETECT_LINES, detectFormat, PARSERS } from './formats/detect.ts';
+import { type LogFormat, type LogParser, newRecord } from './formats/record.ts';
+import type { AggregateState, FileSummary, LogAggregator } from './log-summary.ts';
 
 const CHUNK = 1024 * 1024;
+/** Plain files from this size on are read by worker threads. */
+export const THREADS_FROM_BYTES = 64 * 1024 * 1024;
 
 export interface FileResult extends FileSummary {
   /** The first line that did not parse (1-based number and up to 200 characters of it). */
@@ -50,33 +55,46 @@ async function* decompressed(src: Readable): AsyncGenerator<Buffer> {
   await feed;
 }
 
+/** An opened log: a regular file (read in place) or a stream (stdin, a pipe, a FIFO). */
+export type LogSource =
+  | { path: string; kind: 'file'; fd: number; size: number }
+  | { path: string; kind: 'stream'; stream: Readable };
+
 /** Opens `path` (`-` = stdin) for reading; throws ENOENT/EACCES/EISDIR as they are. */
-export function openLog(path: string): Readable {
-  if (path === '-') return process.stdin;
+export function openLog(path: string): LogSource {
+  if (path === '-') return { path, kind: 'stream', stream: process.stdin };
   const fd = fs.openSync(path, 'r');
-  if (fs.fstatSync(fd).isDirectory()) {
+  const st = fs.fstatSync(fd);
+  if (st.isDirectory()) {
     fs.closeSync(fd);
     throw Object.assign(new Error(`EISDIR: is a directory, read '${path}'`), { code: 'EISDIR', path });
   }
-  return fs.createReadStream(path, { fd, highWaterMark: CHUNK });
+  if (!st.isFile())
+    return { path, kind: 'stream', stream: fs.createReadStream(path, { fd, highWaterMark: CHUNK }) };
+  return { path, kind: 'file', fd, size: st.size };
 }
 
-/** Reads every line of `src` into `agg`. */
-export async function readLog(
-  path: string,
-  src: Readable,
-  agg: LogAggregator,
-  forced: LogParser | undefined,
-): Promise<FileResult> {
-  const result: FileResult = { path, format: forced?.format ?? null, lines: 0, unparsed: 0 };
-  const rec = newRecord();
-  let parser: LogParser | null | undefined = forced;
-  const pending: Buffer[] = [];
+/** Receives the bytes of one log and turns them into lines, records and counts. */
+export class LineSink {
+  readonly result: FileResult;
+  readonly #agg: LogAggregator;
+  readonly #rec = newRecord();
+  /** undefined until detected; null when no format matched. */
+  #parser: LogParser | null | undefined;
+  readonly #pending: Buffer[] = [];
 
-  const onLine = (b: Buffer, start: number, end: number) => {
+  constructor(path: string, agg: LogAggregator, parser: LogParser | undefined) {
+    this.result = { path, format: parser?.format ?? null, lines: 0, unparsed: 0 };
+    this.#agg = agg;
+    this.#parser = parser;
+  }
+
+  #onLine(b: Buffer, start: number, end: number): void {
+    const result = this.result;
     result.lines++;
-    if (parser?.parse(b, start, end, rec)) {
-      if (!rec.skip) agg.add(rec, parser);
+    const parser = this.#parser;
+    if (parser?.parse(b, start, end, this.#rec)) {
+      if (!this.#rec.skip) this.#agg.add(this.#rec, parser);
       return;
     }
     result.unparsed++;
@@ -84,26 +102,66 @@ export async function readLog(
       line: result.lines,
       text: b.toString('utf8', start, Math.min(end, start + 200)),
     };
-  };
-  const flushPending = () => {
-    parser = detectFormat(pending);
-    result.format = parser?.format ?? null;
-    for (const l of pending) onLine(l, 0, l.length);
-    pending.length = 0;
-  };
+  }
+
+  #detect(): void {
+    this.#parser = detectFormat(this.#pending);
+    this.result.format = this.#parser?.format ?? null;
+    for (const l of this.#pending) this.#onLine(l, 0, l.length);
+    this.#pending.length = 0;
+  }
+
   /** One line b[start, end) without its newline; blank lines are skipped. */
-  const feed = (b: Buffer, start: number, end: number) => {
+  line(b: Buffer, start: number, end: number): void {
     if (end > start && b[end - 1] === 13) end--;
     if (end === start) return;
-    if (parser !== undefined) return onLine(b, start, end);
-    pending.push(Buffer.from(b.subarray(start, end)));
-    if (pending.length >= DETECT_LINES) flushPending();
-  };
+    if (this.#parser !== undefined) return this.#onLine(b, start, end);
+    this.#pending.push(Buffer.from(b.subarray(start, end)));
+    if (this.#pending.length >= DETECT_LINES) this.#detect();
+  }
 
-  /** The start of a line that continues in the next chunk. */
+  /** The complete lines of b[from, to); returns where the incomplete last one starts. */
+  chunk(b: Buffer, from: number, to: number): number {
+    let start = from;
+    for (let nl = b.indexOf(10, start); nl !== -1 && nl < to; nl = b.indexOf(10, start)) {
+      this.line(b, start, nl);
+      start = nl + 1;
+    }
+    return start;
+  }
+
+  finish(): FileResult {
+    if (this.#parser === undefined) this.#detect();
+    return this.result;
+  }
+}
+
+/** Reads the lines that start in [start, end) of a regular file, with one reused buffer. */
+export function readFileRange(fd: number, start: number, end: number, sink: LineSink): void {
+  let buf = Buffer.allocUnsafe(CHUNK);
+  let filled = 0;
+  let pos = start;
+  while (pos < end) {
+    if (filled === buf.length) {
+      const bigger = Buffer.allocUnsafe(buf.length * 2); // a line longer than the buffer
+      buf.copy(bigger, 0, 0, filled);
+      buf = bigger;
+    }
+    const n = fs.readSync(fd, buf, filled, Math.min(buf.length - filled, end - pos), pos);
+    if (n === 0) break;
+    pos += n;
+    filled += n;
+    const rest = sink.chunk(buf, 0, filled);
+    buf.copy(buf, 0, rest, filled);
+    filled -= rest;
+  }
+  if (filled > 0) sink.line(buf, 0, filled);
+}
+
+async function readStream(stream: Readable, sink: LineSink): Promise<void> {
   let carry: Buffer | undefined;
   try {
-    for await (const chunk of decompressed(src)) {
+    for await (const chunk of decompressed(stream)) {
       let start = 0;
       if (carry !== undefined) {
         const nl = chunk.indexOf(10);
@@ -113,23 +171,150 @@ export async function readLog(
         }
         const line = Buffer.concat([carry, chunk.subarray(0, nl)]);
         carry = undefined;
-        feed(line, 0, line.length);
+        sink.line(line, 0, line.length);
         start = nl + 1;
       }
-      for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
-        feed(chunk, start, nl);
-        start = nl + 1;
-      }
+      start = sink.chunk(chunk, start, chunk.length);
       if (start < chunk.length) carry = Buffer.from(chunk.subarray(start));
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    result.warning =
+    sink.result.warning =
       e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || e.code === 'Z_STREAM_ERROR'
         ? `not a valid gzip file from here on (${e.message}); counted what came before`
         : e.message;
   }
-  if (carry !== undefined) feed(carry, 0, carry.length);
-  if (parser === undefined) flushPending();
+  if (carry !== undefined) sink.line(carry, 0, carry.length);
+}
+
+/** How many threads read a large file: SLUICE_LOGS_THREADS, else the cores (at most 4). */
+export function threadCount(): number {
+  const env = Number(process.env.SLUICE_LOGS_THREADS);
+  if (Number.isInteger(env) && env >= 1) return Math.min(env, 16);
+  return Math.max(1, Math.min(4, os.availableParallelism()));
+}
+
+/** The format of a file from its first lines (read from the start of the file). */
+function detectFileFormat(fd: number, size: number): LogParser | null {
+  const buf = Buffer.allocUnsafe(Math.min(size, 256 * 1024));
+  const n = fs.readSync(fd, buf, 0, buf.length, 0);
+  const lines: Buffer[] = [];
+  let start = 0;
+  for (
+    let nl = buf.indexOf(10);
+    nl !== -1 && nl < n && lines.length < DETECT_LINES;
+    nl = buf.indexOf(10, start)
+  ) {
+    let end = nl;
+    if (end > start && buf[end - 1] === 13) end--;
+    if (end > start) lines.push(buf.subarray(start, end));
+    start = nl + 1;
+  }
+  if (lines.length === 0 && n > 0) lines.push(buf.subarray(0, n));
+  return detectFormat(lines);
+}
+
+/** Offsets that split [0, size) into `parts` ranges starting at line starts. */
+function splitPoints(fd: number, size: number, parts: number): number[] {
+  const points = [0];
+  const probe = Buffer.allocUnsafe(64 * 1024);
+  for (let k = 1; k < parts; k++) {
+    let pos = Math.max(points[points.length - 1], Math.floor((size * k) / parts));
+    for (;;) {
+      const n = fs.readSync(fd, probe, 0, probe.length, pos);
+      if (n === 0) {
+        pos = size;
+        break;
+      }
+      const nl = probe.indexOf(10);
+      if (nl !== -1 && nl < n) {
+        pos += nl + 1;
+        break;
+      }
+      pos += n;
+    }
+    if (pos < size && pos > points[points.length - 1]) points.push(pos);
+  }
+  points.push(size);
+  return points;
+}
+
+/** What a worker thread sends back. */
+export interface WorkerReply {
+  result: FileResult;
+  state: AggregateState;
+}
+
+async function readWithThreads(
+  src: { path: string; fd: number; size: number },
+  parser: LogParser,
+  agg: LogAggregator,
+  threads: number,
+): Promise<FileResult> {
+  const points = splitPoints(src.fd, src.size, threads);
+  const replies = await Promise.all(
+    points.slice(0, -1).map(
+      (start, i) =>
+        new Promise<WorkerReply>((resolve, reject) => {
+          const w = new Worker(new URL('./log-worker.ts', import.meta.url), {
+            workerData: { path: src.path, start, end: points[i + 1], format: parser.format },
+          });
+          w.once('message', (m: WorkerReply) => resolve(m));
+          w.once('error', reject);
+          w.once('exit', (code) => code !== 0 && reject(new Error(`log reader thread exited ${code}`)));
+        }),
+    ),
+  );
+  const result: FileResult = { path: src.path, format: parser.format, lines: 0, unparsed: 0 };
+  for (const { result: part, state } of replies) {
+    agg.merge(state);
+    if (part.firstUnparsed && !result.firstUnparsed)
+      result.firstUnparsed = { line: result.lines + part.firstUnparsed.line, text: part.firstUnparsed.text };
+    result.lines += part.lines;
+    result.unparsed += part.unparsed;
+  }
   return result;
 }
+
+/**
+ * Reads one log into `agg`. `forced`: the format of every line; otherwise detected. A plain file of
+ * `threadsFromBytes` or more is read by `threads` worker threads.
+ */
+export async function readLog(
+  src: LogSource,
+  agg: LogAggregator,
+  forced: LogParser | undefined,
+  opts: { threads?: number; threadsFromBytes?: number } = {},
+): Promise<FileResult> {
+  if (src.kind === 'stream') {
+    const sink = new LineSink(src.path, agg, forced);
+    await readStream(src.stream, sink);
+    return sink.finish();
+  }
+  try {
+    const magic = Buffer.alloc(2);
+    const n = fs.readSync(src.fd, magic, 0, 2, 0);
+    const gzipped = n === 2 && magic[0] === 0x1f && magic[1] === 0x8b;
+    if (gzipped) {
+      const sink = new LineSink(src.path, agg, forced);
+      await readStream(
+        fs.createReadStream(src.path, { fd: src.fd, start: 0, highWaterMark: CHUNK, autoClose: false }),
+        sink,
+      );
+      return sink.finish();
+    }
+    const threads = opts.threads ?? threadCount();
+    if (threads > 1 && src.size >= (opts.threadsFromBytes ?? THREADS_FROM_BYTES)) {
+      const parser = forced ?? detectFileFormat(src.fd, src.size);
+      if (parser) return await readWithThreads(src, parser, agg, threads);
+    }
+    const sink = new LineSink(src.path, agg, forced);
+    readFileRange(src.fd, 0, src.size, sink);
+    return sink.finish();
+  } finally {
+    fs.closeSync(src.fd);
+  }
+}
+
+/** The parser of a format name (for worker threads). */
+export const parserOf = (format: LogFormat): LogParser => PARSERS[format];

@@ -6,7 +6,7 @@
  */
 import { bytesHash, foldedHash, foldPieces, piecesBytes, piecesEqual } from './fold.ts';
 import type { LogFormat, LogParser, LogRecord } from './formats/record.ts';
-import { LatencyHistogram } from './histogram.ts';
+import { type HistogramState, LatencyHistogram } from './histogram.ts';
 
 /** Distinct endpoints kept; requests to further ones are summed under OTHER_ENDPOINTS. */
 export const MAX_ENDPOINTS = 10_000;
@@ -58,7 +58,35 @@ export interface EndpointDetail {
   peakCount: number;
 }
 
+/** An endpoint's figures as plain data (what a worker thread sends back). */
+export interface EndpointState {
+  hash: number;
+  name: string;
+  method: Uint8Array;
+  path: Uint8Array;
+  requests: number;
+  s504: number;
+  s502: number;
+  phaseKnown: boolean;
+  timeouts: [string, number][] | null;
+  hist: HistogramState | null;
+  hist504: HistogramState | null;
+  first504: number;
+  last504: number;
+  minutes: [number, number][] | null;
+  budgetMax: number;
+}
+
+/** A whole aggregate as plain data. */
+export interface AggregateState {
+  endpoints: EndpointState[];
+  other: EndpointState | null;
+  all504: HistogramState;
+}
+
 class EndpointStats {
+  /** Hash of method and folded path (foldedHash). */
+  hash = 0;
   /** `METHOD /folded/path` */
   readonly name: string;
   /** The method's bytes, then the folded path's, as compared with each line's. */
@@ -83,6 +111,12 @@ class EndpointStats {
     this.method = method;
     this.path = path;
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function sameMethod(method: Uint8Array, rec: LogRecord): boolean {
@@ -147,10 +181,84 @@ export class LogAggregator {
       method,
       path,
     );
+    st.hash = h;
     st.next = head;
     this.#byHash.set(h, st);
     this.#list.push(st);
     return st;
+  }
+
+  /** Everything summed so far, as plain data (structured-clonable, for worker threads). */
+  export(): AggregateState {
+    const one = (st: EndpointStats): EndpointState => ({
+      hash: st.hash,
+      name: st.name,
+      method: st.method,
+      path: st.path,
+      requests: st.requests,
+      s504: st.s504,
+      s502: st.s502,
+      phaseKnown: st.phaseKnown,
+      timeouts: st.timeouts ? [...st.timeouts] : null,
+      hist: st.hist?.export() ?? null,
+      hist504: st.hist504?.export() ?? null,
+      first504: st.first504,
+      last504: st.last504,
+      minutes: st.minutes ? [...st.minutes] : null,
+      budgetMax: st.budgetMax,
+    });
+    return {
+      endpoints: this.#list.map(one),
+      other: this.#other ? one(this.#other) : null,
+      all504: this.#all504.export(),
+    };
+  }
+
+  /** Adds an aggregate exported elsewhere (another thread's share of a file). */
+  merge(state: AggregateState): void {
+    this.#all504.merge(state.all504);
+    const into = (st: EndpointStats, e: EndpointState) => {
+      st.requests += e.requests;
+      st.s504 += e.s504;
+      st.s502 += e.s502;
+      st.phaseKnown ||= e.phaseKnown;
+      if (e.timeouts) {
+        const t = (st.timeouts ??= new Map());
+        for (const [phase, n] of e.timeouts) t.set(phase, (t.get(phase) ?? 0) + n);
+      }
+      if (e.hist) (st.hist ??= new LatencyHistogram()).merge(e.hist);
+      if (e.hist504) (st.hist504 ??= new LatencyHistogram()).merge(e.hist504);
+      if (e.first504 < st.first504) st.first504 = e.first504;
+      if (e.last504 > st.last504) st.last504 = e.last504;
+      if (e.minutes) {
+        const m = (st.minutes ??= new Map());
+        for (const [minute, n] of e.minutes) m.set(minute, (m.get(minute) ?? 0) + n);
+      }
+      if (e.budgetMax > st.budgetMax) st.budgetMax = e.budgetMax;
+    };
+    for (const e of state.endpoints) {
+      const head = this.#byHash.get(e.hash);
+      let st = head;
+      while (st !== undefined && !(sameBytes(st.method, e.method) && sameBytes(st.path, e.path)))
+        st = st.next;
+      if (st === undefined) {
+        if (this.#list.length >= this.#maxEndpoints) {
+          into((this.#other ??= new EndpointStats(OTHER_ENDPOINTS, new Uint8Array(0), new Uint8Array(0))), e);
+          continue;
+        }
+        st = new EndpointStats(e.name, e.method, e.path);
+        st.hash = e.hash;
+        st.next = head;
+        this.#byHash.set(e.hash, st);
+        this.#list.push(st);
+      }
+      into(st, e);
+    }
+    if (state.other)
+      into(
+        (this.#other ??= new EndpointStats(OTHER_ENDPOINTS, new Uint8Array(0), new Uint8Array(0))),
+        state.other,
+      );
   }
 
   /** Adds one parsed line (the parser is asked for the line's time when it is a 504). */

@@ -58,7 +58,7 @@ export async function run(argv: string[]): Promise<number> {
   // Open every file first: a typo in the last name should not cost a read of the first ones.
   const sources = positionals.map((path) => {
     try {
-      return { path, stream: openLog(path) };
+      return openLog(path);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const why =
@@ -75,7 +75,7 @@ export async function run(argv: string[]): Promise<number> {
   const forced = format === 'auto' ? undefined : PARSERS[format as LogFormat];
   const agg = new LogAggregator({ capMs });
   const files: FileResult[] = [];
-  for (const { path, stream } of sources) files.push(await readLog(path, stream, agg, forced));
+  for (const source of sources) files.push(await readLog(source, agg, forced));
   const { endpoints, details } = agg.finish();
 
   if (values.json) {

@@ -194,6 +194,21 @@ export const nginxParser: LogParser = {
     rec.budgetMs = Number.NaN;
     rec.skip = false;
     rec.latencyMs = Number.NaN;
+    // Fast path: a tail of bare numbers after the last quote (`… "curl/8.5.0" 1.001 1.000 504`) is
+    // read from the end, without scanning the referer and the user agent.
+    let k = end - 1;
+    let dot = false;
+    for (; k > q2; k--) {
+      const c = b[k];
+      if (c === 46) dot = true;
+      else if (!((c >= 48 && c <= 57) || c === 32 || c === 45 || c === 44 || c === 58)) break;
+    }
+    if (k > q2 && dot && b[k] === 34) {
+      const t = parseTail(b, k + 1, end, false);
+      if (!Number.isNaN(t.requestTime)) rec.latencyMs = t.requestTime * 1000;
+      else if (!Number.isNaN(t.upstreamTime)) rec.latencyMs = t.upstreamTime * 1000;
+      return true;
+    }
     let at = indexOfByte(b, 32, st + 4, end);
     if (at === -1) return true;
     // Referer and user agent (combined), then the tail.
