@@ -80,9 +80,10 @@ function problem(res: ServerResponse, status: number, code: string, title: strin
   );
 }
 
-function getOnly(req: IncomingMessage, res: ServerResponse): boolean {
+/** Lets GET and HEAD through; answers 405 naming `allow` otherwise. */
+function getOnly(req: IncomingMessage, res: ServerResponse, allow = 'GET, HEAD'): boolean {
   if (req.method === 'GET' || req.method === 'HEAD') return true;
-  res.setHeader('allow', 'GET, HEAD');
+  res.setHeader('allow', allow);
   problem(res, 405, 'method-not-allowed', 'Method not allowed', `${req.method} is not supported here`);
   return false;
 }
@@ -339,7 +340,7 @@ export function adminApi(deps: AdminApiDeps): {
           if (route) json(res, 200, view(route));
           return;
         }
-        if (!getOnly(req, res)) return;
+        if (!getOnly(req, res, parts.length === 1 ? 'GET, HEAD, PATCH' : 'GET, HEAD')) return;
         if (parts.length === 1) {
           const rt = routeByName(res, parts[0]);
           if (rt) json(res, 200, view(rt.route));
@@ -386,7 +387,7 @@ export function adminApi(deps: AdminApiDeps): {
           return problem(res, 404, 'not-found', 'Not found', `no upstream named '${name}'`);
         if (req.method === 'PATCH') {
           if (!(await patchEntry(req, res, 'upstreams', name))) return;
-        } else if (!getOnly(req, res)) return;
+        } else if (!getOnly(req, res, 'GET, HEAD, PATCH')) return;
         json(res, 200, upstreamView(deps.runtime().upstreams.get(name) as Upstream));
       },
     },
