@@ -4,9 +4,12 @@
  */
 
 import { AdminServer } from './admin/admin-server.ts';
-import { adminApi } from './admin/api.ts';
+import { adminApi, type ReloadResult } from './admin/api.ts';
 import { EventHub } from './admin/events.ts';
+import { ConfigError, type ConfigIssue } from './config/errors.ts';
+import { loadConfigFile } from './config/load.ts';
 import type { EffectiveConfig } from './config/resolve.ts';
+import { type ConfigWatcher, watchConfigFile } from './config/watch.ts';
 import type { JobStore } from './jobs/job-store.ts';
 import type { AccessLogEntry } from './observability/access-log.ts';
 import { type AccessLog, createAccessLog } from './observability/access-log.ts';
@@ -29,6 +32,13 @@ export interface SluiceOptions {
   jobStore?: JobStore;
   /** Where the config came from, for `GET /api/config` (a file path; default "inline"). */
   source?: string;
+  /**
+   * The file the config was loaded from: `POST /api/reload`, `reloadFromFile()` and (with `watch`)
+   * changes to it reload from here.
+   */
+  configFile?: string;
+  /** Called with every config applied from the file after the first (e.g. to log its lint). */
+  onConfigLoaded?: (config: EffectiveConfig) => void;
 }
 
 export interface Sluice {
@@ -42,6 +52,11 @@ export interface Sluice {
   reload(config: EffectiveConfig): void;
   /** A reload was refused (invalid file): counted, and told to live views; the running config stays. */
   reloadFailed(error: string): void;
+  /**
+   * Reads `configFile` again and applies it if valid (in-flight requests keep their config); logs
+   * and tells live views either way. `trigger` says why (SIGHUP, watch, POST /api/reload).
+   */
+  reloadFromFile(trigger: string): ReloadResult;
   close(graceMs?: number): Promise<void>;
 }
 
@@ -111,13 +126,63 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
         });
   let loadedAt = new Date();
   let resetLive = () => {};
+  const source = options.source ?? options.configFile ?? 'inline';
+  let watcher: ConfigWatcher | undefined;
+  // Follows the file while the running config says `watch: true` (a reload can turn it on or off).
+  const syncWatch = (cfg: EffectiveConfig) => {
+    const file = options.configFile;
+    if (file === undefined || cfg.watch === (watcher !== undefined)) return;
+    if (!cfg.watch) {
+      watcher?.close();
+      watcher = undefined;
+      return;
+    }
+    watcher = watchConfigFile(file, () => reloadFromFile('watch'), {
+      onError: (err) => logger.warn({ file, error: err.message }, 'config file watch stopped'),
+    });
+  };
+  const reload = (next: EffectiveConfig, trigger?: string) => {
+    syncWatch(next);
+    gateway.reload(next);
+    observability.reload(next);
+    loadedAt = new Date();
+    resetLive();
+    events.publish('config', { result: 'applied', source, trigger, loaded_at: loadedAt.toISOString() });
+  };
+  const reloadFailed = (error: string, trigger?: string, issues: readonly ConfigIssue[] = []) => {
+    observability.reloadFailed();
+    events.publish('config', { result: 'refused', source, trigger, error, issues });
+  };
+  const reloadFromFile = (trigger: string): ReloadResult => {
+    const file = options.configFile;
+    if (file === undefined) {
+      const error = 'this gateway was not started from a config file';
+      return { result: 'refused', source, error, issues: [] };
+    }
+    let next: EffectiveConfig;
+    try {
+      next = loadConfigFile(file);
+    } catch (err) {
+      const error = (err as Error).message;
+      const issues = err instanceof ConfigError ? err.issues : [];
+      reloadFailed(error, trigger, issues);
+      logger.error({ file, trigger, error }, 'config reload refused; the running config stays');
+      return { result: 'refused', source, error, issues };
+    }
+    watcher?.seen();
+    reload(next, trigger);
+    logger.info({ file, trigger }, 'config reloaded');
+    options.onConfigLoaded?.(next);
+    return { result: 'applied', source, loadedAt };
+  };
   if (admin) {
     for (const [path, handler] of Object.entries(observabilityRoutes(observability)))
       admin.route(path, handler);
     const api = adminApi({
       runtime: () => gateway.runtime,
       observability,
-      source: () => ({ source: options.source ?? 'inline', loadedAt }),
+      source: () => ({ source, loadedAt }),
+      reload: options.configFile === undefined ? undefined : () => reloadFromFile('POST /api/reload'),
       jobs: () => (gateway.jobs ? { store: gateway.jobs.store, prefix: gateway.jobs.prefix } : undefined),
       // A live change: new requests get it, requests in flight keep theirs; the next reload from the
       // file replaces it.
@@ -188,29 +253,20 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     events.publish('stats', { at: new Date().toISOString(), inflight: gateway.inflight, routes });
   }, 1_000);
   statsTimer.unref();
+  syncWatch(config);
   return {
     gateway,
     admin,
     observability,
     port,
     adminPort,
-    reload(next) {
-      gateway.reload(next);
-      observability.reload(next);
-      loadedAt = new Date();
-      resetLive();
-      events.publish('config', {
-        result: 'applied',
-        source: options.source ?? 'inline',
-        loaded_at: loadedAt.toISOString(),
-      });
-    },
-    reloadFailed(error) {
-      observability.reloadFailed();
-      events.publish('config', { result: 'refused', source: options.source ?? 'inline', error });
-    },
+    reload: (next) => reload(next),
+    reloadFailed: (error) => reloadFailed(error),
+    reloadFromFile,
     async close(graceMs) {
       draining = true;
+      watcher?.close();
+      watcher = undefined;
       clearInterval(p50Timer);
       clearInterval(statsTimer);
       events.close();

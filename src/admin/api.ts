@@ -5,7 +5,7 @@
  * here is on the data path. Every error is problem+json; `json()` sets `Cache-Control: no-store`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ConfigError } from '../config/errors.ts';
+import { ConfigError, type ConfigIssue } from '../config/errors.ts';
 import { loadConfigObject } from '../config/load.ts';
 import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolve.ts';
 import { parseDuration } from '../config/units.ts';
@@ -18,6 +18,17 @@ import type { Upstream } from '../upstream/upstream.ts';
 import { type AdminHandler, json } from './admin-server.ts';
 import { mergePatch } from './merge-patch.ts';
 
+/** How a reload from the file ended. A refused one changed nothing. */
+export type ReloadResult =
+  | { readonly result: 'applied'; readonly source: string; readonly loadedAt: Date }
+  | {
+      readonly result: 'refused';
+      readonly source: string;
+      readonly error: string;
+      /** Each problem with its file line, when the file was read but is invalid. */
+      readonly issues: readonly ConfigIssue[];
+    };
+
 export interface AdminApiDeps {
   runtime: () => Runtime;
   observability: Observability;
@@ -27,6 +38,8 @@ export interface AdminApiDeps {
   jobs?: () => { store: JobStore; prefix: string } | undefined;
   /** Applies a config made by a live change (new requests get it; requests in flight keep theirs). */
   apply?: (next: EffectiveConfig, change: string) => void;
+  /** Reloads the config file (POST /api/reload); absent when the config came from no file. */
+  reload?: () => ReloadResult;
 }
 
 const MAX_PATCH = 64 * 1024;
@@ -319,6 +332,38 @@ export function adminApi(deps: AdminApiDeps): {
         json(res, 200, {
           jobs: list.map((j) => ({ ...jobJson(j, jobs.prefix), request_id: j.request_id ?? null })),
         });
+      },
+      '/api/reload': (req, res) => {
+        if (req.method !== 'POST') {
+          res.setHeader('allow', 'POST');
+          return problem(res, 405, 'method-not-allowed', 'Method not allowed', 'reload with POST');
+        }
+        // The body, if any, is not read: a reload takes nothing but the file.
+        req.resume();
+        if (!deps.reload)
+          return problem(
+            res,
+            409,
+            'reload-unavailable',
+            'Reload unavailable',
+            'this gateway was not started from a config file',
+          );
+        const r = deps.reload();
+        if (r.result === 'applied')
+          return json(res, 200, { result: 'applied', source: r.source, loaded_at: r.loadedAt.toISOString() });
+        json(
+          res,
+          422,
+          {
+            type: 'https://sluice.dev/problems/invalid-config',
+            title: 'Invalid configuration',
+            status: 422,
+            detail: `the file was refused and the running config stays: ${r.error}`,
+            source: r.source,
+            errors: r.issues.map((i) => ({ field: i.path, line: i.line ?? null, message: i.message })),
+          },
+          'application/problem+json',
+        );
       },
       '/api/config': (req, res) => {
         if (!getOnly(req, res)) return;

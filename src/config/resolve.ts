@@ -105,6 +105,8 @@ export interface EffectiveConfig {
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined };
   readonly accessLog: string;
   readonly shutdownTimeout: number;
+  /** Reload the config file when it changes. */
+  readonly watch: boolean;
   readonly client: ConfigFile['client'];
   readonly upstreams: Readonly<Record<string, EffectiveUpstream>>;
   readonly routes: readonly EffectiveRoute[];
@@ -300,6 +302,7 @@ export function resolveConfig(
     admin: Object.freeze({ listen: admin, token: file.admin.token || undefined }),
     accessLog: file.access_log,
     shutdownTimeout: file.shutdown_timeout,
+    watch: file.watch,
     client: Object.freeze({
       ...file.client,
       trusted_proxies: Object.freeze([...file.client.trusted_proxies]) as string[],

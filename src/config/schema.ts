@@ -300,6 +300,10 @@ export const configSchema = z.strictObject({
     .string()
     .default('stdout')
     .meta({ description: 'Where the JSON access log goes: stdout, stderr, off, or a file path.' }),
+  watch: z.boolean().default(true).meta({
+    description:
+      'Reload the config file when it changes (debounced; editors that save by renaming are followed). A valid file applies to new requests, in-flight ones keep theirs; an invalid one is refused with file:line and the running config stays. Default true.',
+  }),
   shutdown_timeout: duration(
     'On SIGTERM, how long in-flight requests may take to finish. Default 30s.',
   ).default(30_000),

@@ -4,54 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, request } from 'node:http';
+import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { EventHub } from '../../src/admin/events.ts';
 import { loadConfigText } from '../../src/config/load.ts';
 import { startDemoUpstream } from '../../src/demo/demo-upstream.ts';
 import { sleep, startTestGateway } from '../helpers.ts';
-
-/** Reads an SSE stream, collecting `{ event, data }` until stopped. */
-function subscribe(url: string, headers: Record<string, string> = {}) {
-  const events: { event: string; data: Record<string, unknown> }[] = [];
-  let status = 0;
-  let type = '';
-  const req = request(url, { headers }, (res) => {
-    status = res.statusCode ?? 0;
-    type = String(res.headers['content-type']);
-    let buf = '';
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      buf += chunk;
-      for (let i = buf.indexOf('\n\n'); i !== -1; i = buf.indexOf('\n\n')) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        const ev = /^event: (.+)$/m.exec(block)?.[1];
-        const data = /^data: (.+)$/m.exec(block)?.[1];
-        if (ev && data) events.push({ event: ev, data: JSON.parse(data) });
-      }
-    });
-  });
-  req.on('error', () => {});
-  req.end();
-  return {
-    events,
-    status: () => status,
-    type: () => type,
-    async next(kind: string, pred: (d: Record<string, unknown>) => boolean = () => true, ms = 5_000) {
-      const end = performance.now() + ms;
-      for (;;) {
-        const e = events.find((x) => x.event === kind && pred(x.data));
-        if (e) return e.data;
-        if (performance.now() > end)
-          throw new Error(`no ${kind} event in ${ms}ms; got ${events.map((x) => x.event)}`);
-        await sleep(20);
-      }
-    },
-    close: () => req.destroy(),
-  };
-}
+import { subscribe } from '../sse.ts';
 
 describe('GET /api/events', () => {
   test('stats every second, sampled requests, job ends, health, config', async (t) => {

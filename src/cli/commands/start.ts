@@ -12,8 +12,9 @@ const HELP = `Usage: sluice start [-c sluice.yaml]
 
 Runs the gateway from a config file. The access log (JSON lines) goes where access_log says
 (stdout by default); operational messages go to stderr. SIGTERM/SIGINT drain in-flight requests
-(up to shutdown_timeout) and exit 0; SIGHUP reloads the config file (an invalid file is refused and
-the running config stays).
+(up to shutdown_timeout) and exit 0; SIGHUP, POST /api/reload on the admin listener, and (with watch: true, the default) saving the
+file reload it: in-flight requests keep their config; an invalid file is refused, logged with
+file:line, and the running config stays.
 
 Options:
   -c, --config FILE      config file (default ./sluice.yaml)
@@ -39,7 +40,11 @@ export async function run(argv: string[]): Promise<number> {
       throw new UsageError(`start: --with-demo-upstream needs a port, got '${values['with-demo-upstream']}'`);
     demo = await startDemoUpstream({ port });
   }
-  const sluice = await startSluice(config, { logger, source: resolve(file) });
+  const sluice = await startSluice(config, {
+    logger,
+    configFile: resolve(file),
+    onConfigLoaded: (next) => logLint(logger, next),
+  });
   logLint(logger, config);
   const l = config.listen;
   const base = `http://${hostPort(l.host, sluice.port)}`;
@@ -64,20 +69,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   logListening(logger, config, sluice, { command: 'start', config: file });
   process.removeAllListeners('SIGHUP'); // the start-up one (main.ts): from now on SIGHUP reloads
-  const code = await runUntilSignal(sluice, logger, () => {
-    try {
-      const next = loadConfigFile(file);
-      sluice.reload(next);
-      logger.info({ file }, 'config reloaded');
-      logLint(logger, next);
-    } catch (err) {
-      sluice.reloadFailed((err as Error).message);
-      logger.error(
-        { file, error: (err as Error).message },
-        'config reload refused; the running config stays',
-      );
-    }
-  });
+  const code = await runUntilSignal(sluice, logger, () => sluice.reloadFromFile('SIGHUP'));
   await demo?.close();
   // Idle keep-alive sockets and unref'd timers must not keep a stopped gateway alive for seconds.
   process.exit(code);
