@@ -391,10 +391,35 @@ export function adminApi(deps: AdminApiDeps): {
           if (rt) json(res, 200, view(rt.route));
           return;
         }
-        if (parts.length !== 2 || parts[1] !== 'what-if')
+        if (parts.length !== 2 || !['what-if', 'timeline', 'requests'].includes(parts[1]))
           return problem(res, 404, 'not-found', 'Not found', `no such resource: ${url.pathname}`);
         const rt = routeByName(res, parts[0]);
         if (!rt) return;
+        if (parts[1] === 'timeline') {
+          const tl = obs.timeline(rt.name);
+          const limit = headroomLimit(rt.timeouts);
+          return json(res, 200, {
+            route: rt.name,
+            slot_s: (tl?.slotMs ?? 30_000) / 1000,
+            budget: {
+              total_ms: rt.timeouts.total,
+              ttfb_ms: rt.timeouts.ttfb,
+              limit: limit ? { phase: limit.phase, ms: limit.ms } : null,
+              async_after_ms: rt.route.async?.after ?? null,
+            },
+            points: (tl?.points ?? []).map((p) => ({
+              at: new Date(p.at).toISOString(),
+              requests: p.count,
+              timeouts: p.timeouts,
+              errors: p.errors,
+              p50_ms: round(p.p50),
+              p95_ms: round(p.p95),
+              p99_ms: round(p.p99),
+            })),
+          });
+        }
+        if (parts[1] === 'requests')
+          return json(res, 200, { route: rt.name, requests: obs.recent(rt.name) ?? [] });
         const totalText = url.searchParams.get('total');
         const totalMs = totalText === null ? rt.timeouts.total : parseDuration(totalText);
         const afterText = url.searchParams.get('async_after');

@@ -141,3 +141,32 @@ test('countAbove: how many took longer than each threshold, timed-out ones at th
   clock.advance(31_000);
   assert.deepEqual(w.countAbove([5]), { count: 0, above: [0] });
 });
+
+test('timeline: slot by slot, oldest first, each with its own percentiles and counts', () => {
+  const clock = new FakeClock(0);
+  const w = new LatencyWindow(15 * 60_000, clock);
+  assert.equal(w.slotMs, 30_000);
+  for (let i = 1; i <= 100; i++) w.record(i);
+  clock.advance(30_000);
+  w.record(2_000, 'timeout', 5_000);
+  w.record(10, 'error');
+  const points = w.timeline();
+  assert.equal(points.length, 30);
+  assert.deepEqual(
+    points.slice(0, 28).map((p) => p.count),
+    new Array(28).fill(0),
+  );
+  const [older, newest] = points.slice(28);
+  assert.equal(newest.at - older.at, 30_000);
+  assert.equal(newest.at, 30_000);
+  assert.equal(older.count, 100);
+  assert.ok(Math.abs(older.p50 - 50) <= 50 / 32 + 0.01 && Math.abs(older.p99 - 99) <= 99 / 32 + 0.01);
+  assert.deepEqual([newest.count, newest.timeouts, newest.errors], [2, 1, 2]);
+  assert.ok(Math.abs(newest.p99 - 5_000) <= 5_000 / 32, 'a timeout counts at its budget');
+  // A slot that falls out of the window leaves the timeline.
+  clock.advance(29 * 30_000);
+  assert.equal(
+    w.timeline().reduce((n, p) => n + p.count, 0),
+    2,
+  );
+});

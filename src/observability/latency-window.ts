@@ -30,6 +30,12 @@ export interface WindowStats {
   readonly p99: number;
 }
 
+/** One slot of a window (`LatencyWindow.timeline`). */
+export interface WindowPoint extends WindowStats {
+  /** Clock ms at which the slot starts. */
+  readonly at: number;
+}
+
 const SUB_BITS = 4;
 const SUB = 1 << SUB_BITS; // 16 sub-buckets per power of two
 /** Largest value resolved: 1 h in 1/100 ms; anything above counts as 1 h. */
@@ -178,6 +184,49 @@ export class LatencyWindow {
       return n;
     });
     return { count, above };
+  }
+
+  /**
+   * The window slot by slot, oldest first (a 15-minute window: 30 slots of 30 s), for charts: each
+   * slot's start (clock ms), counts and percentiles. Slots with no requests have zero percentiles.
+   */
+  timeline(): WindowPoint[] {
+    this.#advance();
+    const out: WindowPoint[] = [];
+    const h = this.#hist;
+    for (let i = 0; i < this.#slots; i++) {
+      const s = (this.#head + 1 + i) % this.#slots;
+      const start = (this.#slot - (this.#slots - 1 - i)) * this.#slotMs;
+      const count = this.#counts[s * 3];
+      const point = {
+        at: start,
+        count,
+        timeouts: this.#counts[s * 3 + 1],
+        errors: this.#counts[s * 3 + 2],
+        p50: 0,
+        p95: 0,
+        p99: 0,
+      };
+      if (count > 0) {
+        const ranks = [0.5, 0.95, 0.99].map((q) => Math.max(1, Math.ceil(q * count)));
+        const values = [0, 0, 0];
+        let qi = 0;
+        let seen = 0;
+        const base = s * BUCKETS;
+        for (let b = 0; b < BUCKETS && qi < 3; b++) {
+          seen += h[base + b];
+          while (qi < 3 && seen >= ranks[qi]) values[qi++] = bucketValue(b);
+        }
+        [point.p50, point.p95, point.p99] = values;
+      }
+      out.push(point);
+    }
+    return out;
+  }
+
+  /** Span of one slot (ms). */
+  get slotMs(): number {
+    return this.#slotMs;
   }
 
   /** The slots' histograms merged into the shared scratch buffer. */

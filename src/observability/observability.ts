@@ -16,9 +16,10 @@ import type { UpstreamEvent } from '../upstream/upstream.ts';
 import type { AccessLogEntry } from './access-log.ts';
 import { AlertEngine, type AlertEngineOptions } from './alerts.ts';
 import { type HeadroomLimit, headroomLimit } from './headroom.ts';
-import { LatencyWindow, type WindowStats } from './latency-window.ts';
+import { LatencyWindow, type WindowPoint, type WindowStats } from './latency-window.ts';
 import type { Logger } from './logger.ts';
 import { type MetricProviders, Metrics, type RouteSeries } from './metrics.ts';
+import { type RecentRequest, RecentRequests } from './recent-requests.ts';
 import { RouteStats, type RouteWindowFigures } from './route-stats.ts';
 
 /** What-if (admin API): the share of recent requests a budget would have cut. */
@@ -73,6 +74,13 @@ export interface Observability {
    * would have become jobs. undefined for unknown routes.
    */
   whatIf(route: string, totalMs: number, asyncAfterMs?: number): WhatIf | undefined;
+  /**
+   * A route's whole-request latency over the last 15 minutes, slot by slot (oldest first; `at` in
+   * wall-clock ms), for charts; undefined for unknown routes.
+   */
+  timeline(route: string): { slotMs: number; points: WindowPoint[] } | undefined;
+  /** A route's recent slow or failed requests, newest first; undefined for unknown routes. */
+  recent(route: string): RecentRequest[] | undefined;
   /** Applies a new config; routes that still exist keep their windows, alerts their state. */
   reload(config: EffectiveConfig): void;
   /** A reload was refused (invalid file): counted, the running config stays. */
@@ -99,6 +107,9 @@ interface RouteObs {
   /** Whole-request latency of the last 15 minutes, for what-if. */
   readonly history: LatencyWindow | undefined;
   readonly stats: RouteStats | undefined;
+  readonly recent: RecentRequests | undefined;
+  /** What counts as slow for `recent`: the window's p95 at the last tick (0 until it has enough requests). */
+  slowMs: number;
 }
 
 function isError(e: AccessLogEntry): boolean {
@@ -140,6 +151,8 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
       limit: undefined,
       history: undefined,
       stats: undefined,
+      recent: undefined,
+      slowMs: 0,
     });
     for (const r of next.routes) {
       const limit = headroomLimit(r.timeouts);
@@ -155,6 +168,8 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
         stats:
           (windowChanged ? undefined : prev?.stats) ??
           new RouteStats(series, next.alerts.window, clock.now()),
+        recent: prev?.recent ?? new RecentRequests(),
+        slowMs: prev?.slowMs ?? 0,
       });
     }
     metrics.retain(new Set(next.routes.map((r) => r.name)), new Set(Object.keys(next.upstreams)));
@@ -167,6 +182,11 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
     roundCache = new Map();
     try {
       alerts.evaluate();
+      for (const [name, r] of routes) {
+        if (r.window === undefined) continue;
+        const st = window(name);
+        r.slowMs = st !== undefined && st.count >= 20 ? st.p95 : 0;
+      }
     } catch (err) {
       deps.logger.error({ error: (err as Error).message }, 'alert evaluation failed');
     } finally {
@@ -189,6 +209,8 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
             limit: undefined,
             history: undefined,
             stats: undefined,
+            recent: undefined,
+            slowMs: 0,
           };
           routes.set(name, r);
         }
@@ -202,10 +224,12 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
         if (e.upstream !== null) metrics.upstream(e.upstream).record(e);
         const w = r.window;
         if (w === undefined || o === 'rejected' || o === 'shutdown') return;
+        const failed = o === 'timeout' || isError(e);
+        r.recent?.offer(e, failed, r.slowMs);
         // A timeout or shed that only the client's own shorter budget caused is the client's choice:
         // it never counts against the upstream (headroom, rates, alerts).
         if (e.budget_source === 'client' && (o === 'timeout' || o === 'shed')) return;
-        const kind = o === 'timeout' ? 'timeout' : isError(e) ? 'error' : 'ok';
+        const kind = o === 'timeout' ? 'timeout' : failed ? 'error' : 'ok';
         r.history?.record(e.total, kind, e.budget_ms);
         const limit = r.limit;
         if (limit?.phase === 'ttfb') {
@@ -237,6 +261,14 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
         ? { requests: count, timeout_share: 0, async_share: share(above[1]) }
         : { requests: count, timeout_share: share(above[0]), async_share: 0 };
     },
+    timeline(route) {
+      const h = routes.get(route)?.history;
+      if (h === undefined) return undefined;
+      // Slots start on the monotonic clock; told in wall-clock ms.
+      const offset = Date.now() - clock.now();
+      return { slotMs: h.slotMs, points: h.timeline().map((p) => ({ ...p, at: p.at + offset })) };
+    },
+    recent: (route) => routes.get(route)?.recent?.list(),
     reload(next) {
       build(next);
       config = next;

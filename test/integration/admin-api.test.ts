@@ -129,6 +129,42 @@ alerts: { window: 10s }
     assert.equal(withJobs.proposed.async_share, Math.round((2 / 13) * 10_000) / 10_000);
     assert.equal((await fetch(`${admin}/api/routes/api/what-if?total=soon`)).status, 400);
 
+    // Timeline: the last 15 minutes in 30 s slots, this traffic in the newest ones, the budget beside.
+    const tl = (await (await fetch(`${admin}/api/routes/api/timeline`)).json()) as {
+      slot_s: number;
+      budget: { total_ms: number; limit: { phase: string; ms: number } };
+      points: { at: string; requests: number; timeouts: number; p95_ms: number }[];
+    };
+    assert.equal(tl.slot_s, 30);
+    assert.equal(tl.points.length, 30);
+    assert.deepEqual(tl.budget.limit, { phase: 'total', ms: 500 });
+    assert.equal(
+      tl.points.reduce((n, p) => n + p.requests, 0),
+      13,
+    );
+    assert.equal(
+      tl.points.reduce((n, p) => n + p.timeouts, 0),
+      1,
+    );
+    const times = tl.points.map((p) => Date.parse(p.at));
+    assert.ok(times.every((x, i) => i === 0 || x - times[i - 1] === 30_000));
+    assert.ok(Math.abs(times[29] - Date.now()) <= 31_000, 'the newest slot is now');
+
+    // Recent slow or failed requests, newest first, with their request ids.
+    const recent = (await (await fetch(`${admin}/api/routes/api/requests`)).json()) as {
+      requests: { request_id: string; status: number; outcome: string; kept: string; phase: string | null }[];
+    };
+    assert.deepEqual(
+      recent.requests.map((r) => [r.status, r.kept]),
+      [
+        [504, 'failed'],
+        [503, 'failed'],
+      ],
+    );
+    assert.equal(recent.requests[0].phase, 'total');
+    assert.match(recent.requests[0].request_id, /\S{8,}/);
+    assert.equal((await fetch(`${admin}/api/routes/api/nothing`)).status, 404);
+
     const ups = (await (await fetch(`${admin}/api/upstreams`)).json()) as {
       upstreams: {
         name: string;
