@@ -5,6 +5,7 @@
 
 import { AdminServer } from './admin/admin-server.ts';
 import { adminApi, type ReloadResult } from './admin/api.ts';
+import { dashboardRoutes } from './admin/dashboard.ts';
 import { EventHub } from './admin/events.ts';
 import { ConfigError, type ConfigIssue } from './config/errors.ts';
 import { loadConfigFile } from './config/load.ts';
@@ -183,7 +184,10 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       observability,
       source: () => ({ source, loadedAt }),
       reload: options.configFile === undefined ? undefined : () => reloadFromFile('POST /api/reload'),
-      jobs: () => (gateway.jobs ? { store: gateway.jobs.store, prefix: gateway.jobs.prefix } : undefined),
+      jobs: () => {
+        const jobs = gateway.jobs;
+        return jobs ? { store: jobs.store, prefix: jobs.prefix, counts: () => jobs.counts() } : undefined;
+      },
       // A live change: new requests get it, requests in flight keep theirs; the next reload from the
       // file replaces it.
       apply: (next, change) => {
@@ -197,6 +201,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     for (const [path, handler] of Object.entries(api.exact)) admin.route(path, handler);
     for (const [prefix, handler] of Object.entries(api.prefixes)) admin.routePrefix(prefix, handler);
     admin.route('/api/events', events.handle);
+    for (const [path, handler] of Object.entries(dashboardRoutes())) admin.publicRoute(path, handler);
   }
   const { port } = await gateway.listen();
   let adminPort: number | undefined;

@@ -1,7 +1,7 @@
 /**
- * The admin listener (default 127.0.0.1:8081): health, readiness, metrics and (later) the admin API
- * and dashboard. A bearer token is required for everything but /healthz whenever a token is
- * configured, and the listener refuses to start beyond loopback without one.
+ * The admin listener (default 127.0.0.1:8081): health, readiness, metrics, the admin API and the
+ * dashboard. A bearer token is required for everything but /healthz and the dashboard's static shell
+ * whenever a token is configured, and the listener refuses to start beyond loopback without one.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -26,6 +26,8 @@ export class AdminServer {
   readonly server: Server;
   readonly #routes = new Map<string, AdminHandler>();
   readonly #prefixes: [string, AdminHandler][] = [];
+  /** Paths served without a token: /healthz and the dashboard's static shell (it holds no data). */
+  readonly #public = new Set<string>(['/healthz']);
   readonly #tokenDigest: Buffer | undefined;
   readonly #options: AdminOptions;
 
@@ -39,7 +41,10 @@ export class AdminServer {
     }
     this.#tokenDigest = options.token ? digest(options.token) : undefined;
     this.server = createServer((req, res) => void this.#handle(req, res));
-    this.route('/healthz', (_req, res) => json(res, 200, { status: 'ok' }));
+    // `auth` lets the dashboard show its sign-in form before a first call is refused.
+    this.route('/healthz', (_req, res) =>
+      json(res, 200, { status: 'ok', auth: this.#tokenDigest ? 'token' : 'none' }),
+    );
     this.route('/readyz', (_req, res) =>
       this.#options.ready() ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'not ready' }),
     );
@@ -48,6 +53,12 @@ export class AdminServer {
   /** Registers a handler for an exact path (GET and others alike: the handler checks the method). */
   route(path: string, handler: AdminHandler): void {
     this.#routes.set(path, handler);
+  }
+
+  /** Registers a handler for an exact path that needs no token (static files that hold no data). */
+  publicRoute(path: string, handler: AdminHandler): void {
+    this.#routes.set(path, handler);
+    this.#public.add(path);
   }
 
   /** Registers a handler for every path under `prefix` (which ends with `/`). */
@@ -65,7 +76,7 @@ export class AdminServer {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     try {
-      if (url.pathname !== '/healthz' && !this.#authorized(req)) {
+      if (!this.#public.has(url.pathname) && !this.#authorized(req)) {
         res.setHeader('www-authenticate', 'Bearer');
         return json(
           res,

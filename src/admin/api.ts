@@ -9,7 +9,13 @@ import { ConfigError, type ConfigIssue } from '../config/errors.ts';
 import { loadConfigObject } from '../config/load.ts';
 import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolve.ts';
 import { parseDuration } from '../config/units.ts';
-import { isStoreUnavailable, JOB_STATUSES, type JobStatus, type JobStore } from '../jobs/job-store.ts';
+import {
+  isStoreUnavailable,
+  JOB_STATUSES,
+  type JobCounts,
+  type JobStatus,
+  type JobStore,
+} from '../jobs/job-store.ts';
 import { jobJson } from '../jobs/job-view.ts';
 import { headroomLimit } from '../observability/headroom.ts';
 import type { Observability } from '../observability/observability.ts';
@@ -35,7 +41,7 @@ export interface AdminApiDeps {
   /** Where the running config came from (a file path, or how it was built), and when it was loaded. */
   source: () => { source: string; loadedAt: Date };
   /** The job store and the job resource's prefix, while a route uses async offload. */
-  jobs?: () => { store: JobStore; prefix: string } | undefined;
+  jobs?: () => { store: JobStore; prefix: string; counts: () => Readonly<JobCounts> } | undefined;
   /** Applies a config made by a live change (new requests get it; requests in flight keep theirs). */
   apply?: (next: EffectiveConfig, change: string) => void;
   /** Reloads the config file (POST /api/reload); absent when the config came from no file. */
@@ -103,7 +109,12 @@ function getOnly(req: IncomingMessage, res: ServerResponse, allow = 'GET, HEAD')
 
 const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
 
-function routeView(route: EffectiveRoute, obs: Observability, live?: ReadonlySet<string>) {
+function routeView(
+  route: EffectiveRoute,
+  obs: Observability,
+  live: ReadonlySet<string> | undefined,
+  jobs: Readonly<JobCounts> | undefined,
+) {
   const w = obs.window(route.name);
   const f = obs.figures(route.name);
   const limit = headroomLimit(route.timeouts);
@@ -132,6 +143,8 @@ function routeView(route: EffectiveRoute, obs: Observability, live?: ReadonlySet
       : { mode: 'off' },
     retry: route.retry ? { ...route.retry } : null,
     cache: null,
+    /** Jobs of this route by status (refreshed every few seconds), while it uses async offload. */
+    jobs: route.async ? (jobs?.[route.name] ?? null) : null,
     stats: {
       window_s: 0,
       requests: w?.count ?? 0,
@@ -194,7 +207,7 @@ export function adminApi(deps: AdminApiDeps): {
   /** Phases of each route whose budget a live change set. */
   const live = new Map<string, Set<string>>();
   const view = (route: EffectiveRoute) => {
-    const v = routeView(route, obs, live.get(route.name));
+    const v = routeView(route, obs, live.get(route.name), deps.jobs?.()?.counts());
     return { ...v, stats: { ...v.stats, window_s: windowS() } };
   };
 
