@@ -256,7 +256,14 @@ describe('dashboard in Chromium', { skip }, () => {
     await traffic(gw);
     const admin = `http://127.0.0.1:${gw.sluice.adminPort}`;
     // The static shell is public and holds no data; the API is not.
-    assert.equal((await fetch(`${admin}/`)).status, 200);
+    const shell = await fetch(`${admin}/`);
+    assert.equal(shell.status, 200);
+    assert.equal(shell.headers.get('cache-control'), 'no-store');
+    assert.match(shell.headers.get('content-security-policy') ?? '', /connect-src 'self'/);
+    assert.match(await shell.text(), /<script type="module" src="\/assets\/app.js">/);
+    assert.equal((await fetch(`${admin}/assets/uPlot.iife.min.js`)).status, 200);
+    assert.equal((await fetch(`${admin}/`, { method: 'POST' })).status, 405);
+    assert.equal((await fetch(`${admin}/assets/other.js`)).status, 401, 'only the shell is public');
     assert.equal((await fetch(`${admin}/assets/app.js`)).status, 200);
     assert.equal((await fetch(`${admin}/api/routes`)).status, 401);
 

@@ -204,12 +204,12 @@ function phaseChips(timeouts) {
   return chips.length ? chips : [h('span', { class: 'muted' }, '–')];
 }
 
-function jobsText(jobs) {
-  if (!jobs) return '–';
+function jobsText(jobs, empty = '–') {
+  if (!jobs) return empty;
   const parts = ['queued', 'running', 'completed', 'failed']
     .filter((s) => jobs[s] > 0)
     .map((s) => `${jobs[s]} ${s}`);
-  return parts.length ? parts.join(' · ') : '0';
+  return parts.length ? parts.join(' · ') : empty;
 }
 
 function alertList(active) {
@@ -703,7 +703,7 @@ function routePage(name) {
     el.jobs.replaceChildren(
       r.async.mode === 'off'
         ? h('p', { class: 'muted' }, 'This route does not offload slow requests (async: off).')
-        : h('p', {}, jobsText(r.jobs)),
+        : h('p', {}, jobsText(r.jobs, 'No jobs for this route in the store yet.')),
     );
     paintCards();
   };
@@ -791,7 +791,7 @@ function routePage(name) {
     // The budgets as flat lines: total, ttfb when it fires first, and the async hold.
     const line = (label, v, stroke, dash) => {
       data.push(xs.map(() => v));
-      series.push({ label, stroke, dash, width: 1.5, value: (_u, x) => ms(x) });
+      series.push({ label, stroke, dash, width: 1.5, points: { show: false }, value: (_u, x) => ms(x) });
     };
     if (tl.budget.total_ms > 0) line('total budget', tl.budget.total_ms, '#5f6b7a', [6, 4]);
     if (tl.budget.limit?.phase === 'ttfb') line('ttfb budget', tl.budget.ttfb_ms, '#8a5cf6', [6, 4]);
