@@ -113,7 +113,7 @@ test('unknown key with no close match lists the known keys', () => {
     top,
     1,
     'zzzzqqq',
-    /known keys: listen, admin, access_log, shutdown_timeout, client, defaults, chain, lint, workers, store, jobs, alerts, upstreams, routes/,
+    /known keys: listen, admin, access_log, watch, shutdown_timeout, client, defaults, chain, lint, workers, store, jobs, alerts, upstreams, routes/,
   );
 });
 
@@ -543,6 +543,7 @@ test('the JSON Schema forbids unknown keys and documents fields', () => {
     'shutdown_timeout',
     'store',
     'upstreams',
+    'watch',
     'workers',
   ]);
 });
