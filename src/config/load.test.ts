@@ -113,7 +113,7 @@ test('unknown key with no close match lists the known keys', () => {
     top,
     1,
     'zzzzqqq',
-    /known keys: listen, admin, access_log, watch, shutdown_timeout, client, defaults, chain, lint, workers, store, jobs, alerts, upstreams, routes/,
+    /known keys: listen, admin, access_log, watch, cache_size, shutdown_timeout, client, defaults, chain, lint, workers, store, jobs, alerts, upstreams, routes/,
   );
 });
 
@@ -533,6 +533,7 @@ test('the JSON Schema forbids unknown keys and documents fields', () => {
     'access_log',
     'admin',
     'alerts',
+    'cache_size',
     'chain',
     'client',
     'defaults',
@@ -565,13 +566,33 @@ test('examples/sluice.yaml loads, with the effective timeouts its comments promi
   assert.equal(c.shutdownTimeout, 10_000);
 });
 
-test('keys SPEC names for planned features say so instead of "unknown"', () => {
+test('a route cache and compression resolve with their defaults; workers: auto says it is planned', () => {
   const base = `upstreams:\n  u: { targets: ["http://127.0.0.1:9000"] }\nroutes:\n  - name: r\n    upstream: u\n`;
+  const c = loadConfigText(
+    `${base}    cache: { ttl: 30s, stale_if_error: 10m }\n    compress: true\n`,
+    'sluice.yaml',
+    {},
+  );
+  assert.deepEqual(c.routes[0].cache, {
+    ttl: 30_000,
+    staleWhileRevalidate: undefined,
+    staleIfError: 600_000,
+    maxEntry: 1024 * 1024,
+    varyLimit: 16,
+  });
+  assert.deepEqual(c.routes[0].compress?.algorithms, ['br', 'zstd', 'gzip']);
+  assert.equal(c.routes[0].compress?.minSize, 1024);
+  assert.equal(c.cacheSize, 64 * 1024 * 1024);
+  const d = loadConfigText(
+    `defaults: { compress: { min_size: 2KB, algorithms: [gzip] } }\n${base}`,
+    'sluice.yaml',
+    {},
+  );
+  assert.deepEqual(d.routes[0].compress?.algorithms, ['gzip']);
+  assert.equal(d.routes[0].cache, undefined);
   assert.throws(
-    () => loadConfigText(`${base}    cache: { ttl: 30s }\n`, 'sluice.yaml', {}),
-    (err: ConfigError) =>
-      err.message ===
-      'sluice.yaml:6: routes[0].cache: the response cache (stale_if_error, coalescing) is not available in this version yet: remove "cache" (see the README\'s status list)',
+    () => loadConfigText(`${base}    compress: { algorithms: [lz4] }\n`, 'sluice.yaml', {}),
+    (err: ConfigError) => /routes\[0\]\.compress/.test(err.message),
   );
   assert.throws(
     () => loadConfigText(`workers: auto\n${base}`, 'sluice.yaml', {}),

@@ -31,11 +31,7 @@ import { DURATION_PATTERN, durationProblem, SIZE_PATTERN, sizeProblem } from './
 export { ConfigError, type ConfigIssue } from './errors.ts';
 
 /** Keys SPEC names for features that are planned but not built yet: a clearer error than "unknown". */
-const PLANNED: Record<string, string> = {
-  'routes.cache': 'the response cache (stale_if_error, coalescing)',
-  'upstreams.cache': 'the response cache (stale_if_error, coalescing)',
-  'routes.compression': 'response compression',
-};
+const PLANNED: Record<string, string> = {};
 
 export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';

@@ -90,6 +90,53 @@ export interface EffectiveRoute {
   readonly async: AsyncConfig | undefined;
   /** Lint findings silenced on this route (`lint.ignore`); absent: none. */
   readonly lintIgnore?: readonly LintCode[];
+  /** The response cache (SPEC §6), when the route has one. */
+  readonly cache?: CacheConfig;
+  /** Response compression, when on (the route's `compress`, else `defaults.compress`). */
+  readonly compress?: CompressConfig;
+}
+
+export interface CacheConfig {
+  /** ms; freshness for responses that give none. */
+  readonly ttl: number | undefined;
+  readonly staleWhileRevalidate: number | undefined;
+  readonly staleIfError: number | undefined;
+  readonly maxEntry: number;
+  readonly varyLimit: number;
+}
+
+export interface CompressConfig {
+  /** Media types (lower case, without parameters); `text/*` style wildcards allowed. */
+  readonly types: readonly string[];
+  readonly minSize: number;
+  readonly algorithms: readonly ('br' | 'zstd' | 'gzip')[];
+}
+
+/** Compressed unless `compress.types` says otherwise; never text/event-stream (SPEC §6). */
+export const DEFAULT_COMPRESS_TYPES: readonly string[] = Object.freeze([
+  'text/*',
+  'application/json',
+  'application/*+json',
+  'application/javascript',
+  'application/x-javascript',
+  'application/xml',
+  'application/*+xml',
+  'image/svg+xml',
+]);
+
+function compressFrom(v: ConfigFile['defaults']['compress']): CompressConfig | undefined {
+  if (v === undefined || v === false) return undefined;
+  if (v === true)
+    return Object.freeze({
+      types: DEFAULT_COMPRESS_TYPES,
+      minSize: 1024,
+      algorithms: Object.freeze(['br', 'zstd', 'gzip'] as const),
+    });
+  return Object.freeze({
+    types: Object.freeze((v.types ?? DEFAULT_COMPRESS_TYPES).map((t) => t.toLowerCase())),
+    minSize: v.min_size,
+    algorithms: Object.freeze([...v.algorithms]),
+  });
 }
 
 /** The timeouts around Sluice (ms), for the chain lint; `defaults.client_timeout` is chain.client. */
@@ -105,6 +152,8 @@ export interface EffectiveConfig {
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined };
   readonly accessLog: string;
   readonly shutdownTimeout: number;
+  /** Bytes for every route cache together. */
+  readonly cacheSize: number;
   /** Reload the config file when it changes. */
   readonly watch: boolean;
   readonly client: ConfigFile['client'];
@@ -242,6 +291,16 @@ export function resolveConfig(
             })
           : undefined,
       lintIgnore: Object.freeze([...(r.lint?.ignore ?? [])]),
+      cache:
+        r.cache &&
+        Object.freeze({
+          ttl: r.cache.ttl,
+          staleWhileRevalidate: r.cache.stale_while_revalidate,
+          staleIfError: r.cache.stale_if_error,
+          maxEntry: r.cache.max_entry,
+          varyLimit: r.cache.vary_limit,
+        }),
+      compress: compressFrom(r.compress ?? file.defaults.compress),
     } satisfies EffectiveRoute);
   });
   const routeNames = new Set(file.routes.map((r) => r.name));
@@ -302,6 +361,7 @@ export function resolveConfig(
     admin: Object.freeze({ listen: admin, token: file.admin.token || undefined }),
     accessLog: file.access_log,
     shutdownTimeout: file.shutdown_timeout,
+    cacheSize: file.cache_size,
     watch: file.watch,
     client: Object.freeze({
       ...file.client,

@@ -178,6 +178,33 @@ const lint = z
 
 const method = z.string().regex(/^[A-Z]+$/, 'methods are upper-case tokens such as GET or POST');
 
+const ALGORITHMS = ['br', 'zstd', 'gzip'] as const;
+const compress = z
+  .union([
+    z.boolean(),
+    z.strictObject({
+      types: z.array(z.string()).optional().meta({
+        description:
+          'Media types to compress (`text/*` allowed). Default: text, JSON, JavaScript, SVG and XML types (never text/event-stream).',
+      }),
+      min_size: size('Smallest response compressed (by Content-Length, when known). Default 1KB.').default(
+        1024,
+      ),
+      algorithms: z
+        .array(z.enum(ALGORITHMS))
+        .min(1)
+        .default([...ALGORITHMS])
+        .meta({
+          description:
+            'Encodings offered, in order of preference on equal q-values. Default [br, zstd, gzip].',
+        }),
+    }),
+  ])
+  .meta({
+    description:
+      'Compress responses the client accepts (Accept-Encoding) and the upstream did not encode: true, or { types, min_size, algorithms }. Off unless set.',
+  });
+
 const route = z.strictObject({
   name: name.meta({ description: 'Unique name, used in logs, metrics and errors.' }),
   match: z
@@ -258,6 +285,30 @@ const route = z.strictObject({
     })
     .optional()
     .meta({ description: 'Asynchronous offload: slow requests become jobs to poll (202 + Location).' }),
+  cache: z
+    .strictObject({
+      ttl: duration(
+        'Freshness for responses whose upstream gave none (no max-age, s-maxage or Expires). No default: `cache: {}` stores only what the upstream made cacheable.',
+      ).optional(),
+      stale_while_revalidate: duration(
+        'Serve a stale response at once and refresh it in the background, this long past its freshness (RFC 5861), when the response does not say. Default: none.',
+      ).optional(),
+      stale_if_error: duration(
+        'Serve a stale response, this long past its freshness, when the upstream errs (5xx), times out in any phase, is unreachable, has its circuit open or is shed (RFC 5861), when the response does not say. Default: none.',
+      ).optional(),
+      max_entry: size('Largest response stored; larger ones stream through uncached. Default 1MB.').default(
+        1024 * 1024,
+      ),
+      vary_limit: z.number().int().min(1).max(1000).default(16).meta({
+        description: 'Variants kept per URL (Vary); the least recently used goes first. Default 16.',
+      }),
+    })
+    .optional()
+    .meta({
+      description:
+        'RFC 9111 shared cache for GET and HEAD, with stale-while-revalidate, stale-if-error and coalescing of concurrent misses.',
+    }),
+  compress: compress.optional(),
 });
 
 const client = z
@@ -304,6 +355,9 @@ export const configSchema = z.strictObject({
     description:
       'Reload the config file when it changes (debounced; editors that save by renaming are followed). A valid file applies to new requests, in-flight ones keep theirs; an invalid one is refused with file:line and the running config stays. Default true.',
   }),
+  cache_size: size(
+    'Memory for every route cache together; the least recently used entries are evicted. Default 64MB.',
+  ).default(64 * 1024 * 1024),
   shutdown_timeout: duration(
     'On SIGTERM, how long in-flight requests may take to finish. Default 30s.',
   ).default(30_000),
@@ -315,6 +369,7 @@ export const configSchema = z.strictObject({
       client_timeout: duration(
         'Alias of chain.client (the timeout of whatever sits right in front of Sluice); prefer chain.client.',
       ).optional(),
+      compress: compress.optional(),
     })
     .prefault({}),
   chain: z
