@@ -371,6 +371,8 @@ export interface ProblemExtras {
   requestId: string;
   elapsedMs: number;
   attempts: number;
+  /** More response headers (e.g. Cache-Status on a cached route), flat. */
+  headers?: readonly string[];
 }
 
 /** The RFC 9457 body of an error, as JSON text. */
@@ -420,6 +422,7 @@ export function sendProblem(
   const ps = proxyStatus(err);
   if (ps) headers.push('proxy-status', ps);
   if (err.retryAfter !== undefined) headers.push('retry-after', String(err.retryAfter));
+  if (extras.headers) headers.push(...extras.headers);
   if (close) headers.push('connection', 'close');
   res.writeHead(err.status, headers);
   res.end(body);

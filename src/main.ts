@@ -184,6 +184,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       observability,
       source: () => ({ source, loadedAt }),
       reload: options.configFile === undefined ? undefined : () => reloadFromFile('POST /api/reload'),
+      purgeCache: (route, path) => gateway.cache.store.purge(route, path),
       jobs: () => {
         const jobs = gateway.jobs;
         return jobs ? { store: jobs.store, prefix: jobs.prefix, counts: () => jobs.counts() } : undefined;
@@ -213,6 +214,10 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   }
   observability.start();
   observability.setProviders({
+    cache: () => {
+      const c = gateway.cache;
+      return { results: c.results, capacity: c.store.capacity, ...c.store.counters };
+    },
     jobs: gateway.jobs ? () => (gateway.jobs as NonNullable<typeof gateway.jobs>).counts() : undefined,
     circuits: () => {
       const out: Record<string, CircuitState> = {};

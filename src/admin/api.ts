@@ -46,6 +46,8 @@ export interface AdminApiDeps {
   apply?: (next: EffectiveConfig, change: string) => void;
   /** Reloads the config file (POST /api/reload); absent when the config came from no file. */
   reload?: () => ReloadResult;
+  /** Purges the response cache (DELETE /api/cache): entries of a route and path (`*` ends a prefix). */
+  purgeCache?: (route: string | undefined, path: string | undefined) => number;
 }
 
 const MAX_PATCH = 64 * 1024;
@@ -142,7 +144,18 @@ function routeView(
         }
       : { mode: 'off' },
     retry: route.retry ? { ...route.retry } : null,
-    cache: null,
+    cache: route.cache
+      ? {
+          ttl_ms: route.cache.ttl ?? null,
+          stale_while_revalidate_ms: route.cache.staleWhileRevalidate ?? null,
+          stale_if_error_ms: route.cache.staleIfError ?? null,
+          max_entry: route.cache.maxEntry,
+          vary_limit: route.cache.varyLimit,
+        }
+      : null,
+    compress: route.compress
+      ? { algorithms: route.compress.algorithms, min_size: route.compress.minSize }
+      : null,
     /** Jobs of this route by status (refreshed every few seconds), while it uses async offload. */
     jobs: route.async ? (jobs?.[route.name] ?? null) : null,
     stats: {
@@ -345,6 +358,26 @@ export function adminApi(deps: AdminApiDeps): {
         json(res, 200, {
           jobs: list.map((j) => ({ ...jobJson(j, jobs.prefix), request_id: j.request_id ?? null })),
         });
+      },
+      '/api/cache': (req, res, url) => {
+        if (req.method !== 'DELETE') {
+          res.setHeader('allow', 'DELETE');
+          return problem(res, 405, 'method-not-allowed', 'Method not allowed', 'purge with DELETE');
+        }
+        const route = url.searchParams.get('route') ?? undefined;
+        const path = url.searchParams.get('path') ?? undefined;
+        if (route !== undefined && !deps.runtime().routes.some((r) => r.name === route))
+          return problem(res, 404, 'not-found', 'Not found', `no route named '${route}'`);
+        if (path !== undefined && !path.startsWith('/'))
+          return problem(
+            res,
+            400,
+            'bad-request',
+            'Bad request',
+            'path starts with / (end it with * for a prefix)',
+          );
+        const purged = deps.purgeCache?.(route, path) ?? 0;
+        json(res, 200, { purged, route: route ?? null, path: path ?? null });
       },
       '/api/reload': (req, res) => {
         if (req.method !== 'POST') {

@@ -51,6 +51,8 @@ export interface AccessLogEntry {
   job?: string;
   /** Upstream Server-Timing entries, name → duration in ms. */
   upstream_timing?: Record<string, number>;
+  /** The RFC 9211 Cache-Status sent, on routes with a response cache. */
+  cache?: string;
 }
 
 export interface AccessLog {

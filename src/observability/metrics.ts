@@ -55,6 +55,14 @@ export interface MetricProviders {
   circuits?: () => Record<string, CircuitState>;
   /** Health of every target → `sluice_target_healthy{upstream,target}` (1 healthy, 0 not). */
   targets?: () => Iterable<{ upstream: string; target: string; healthy: boolean }>;
+  /** The response cache: requests by route and result, and the store's entries, bytes and evictions. */
+  cache?: () => {
+    results: ReadonlyMap<string, ReadonlyMap<string, number>>;
+    entries: number;
+    bytes: number;
+    capacity: number;
+    evictions: number;
+  };
 }
 
 /** What the scrape-time gauges read (the facade wires these to the config, windows and alerts). */
@@ -590,6 +598,53 @@ export class Metrics {
           this.reset();
           for (const [upstream, state] of Object.entries(providers().circuits?.() ?? {}))
             this.set({ upstream }, CIRCUIT_VALUE[state]);
+        },
+      });
+    }
+    if (p.cache && !this.registry.getSingleMetric('sluice_cache_requests_total')) {
+      const cache = () => providers().cache?.();
+      new Counter({
+        name: 'sluice_cache_requests_total',
+        help: 'Requests on cached routes by result: hit, stale (served stale: stale-while-revalidate or stale-if-error), miss, revalidated (a 304 made a stored copy fresh), collapsed (waited for a concurrent miss), bypass (not cacheable: method, Range, no-store).',
+        labelNames: ['route', 'result'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [route, m] of cache()?.results ?? [])
+            for (const [result, n] of m) this.inc({ route, result }, n);
+        },
+      });
+      new Gauge({
+        name: 'sluice_cache_entries',
+        help: 'Responses in the cache.',
+        registers,
+        collect() {
+          this.set(cache()?.entries ?? 0);
+        },
+      });
+      new Gauge({
+        name: 'sluice_cache_bytes',
+        help: 'Bytes the cache holds (bodies, headers and bookkeeping), of cache_size.',
+        registers,
+        collect() {
+          this.set(cache()?.bytes ?? 0);
+        },
+      });
+      new Gauge({
+        name: 'sluice_cache_capacity_bytes',
+        help: 'cache_size: the most the cache may hold.',
+        registers,
+        collect() {
+          this.set(cache()?.capacity ?? 0);
+        },
+      });
+      new Counter({
+        name: 'sluice_cache_evictions_total',
+        help: 'Cached responses evicted to stay within cache_size or vary_limit.',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(cache()?.evictions ?? 0);
         },
       });
     }

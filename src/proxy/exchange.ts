@@ -24,6 +24,7 @@ import type { JobsHost } from '../server/jobs-host.ts';
 import type { Admission, ConnectTimings, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
+import type { ResponseTap } from './tap.ts';
 
 const QUEUED = 0; // waiting for a concurrency slot or a retry's backoff
 const CONNECTING = 1;
@@ -175,6 +176,10 @@ export class Exchange {
   #offload = NO_JOB;
   #jobId: string | undefined = undefined;
   #sink: ResultSink | undefined = undefined;
+  /** Watches the response and may answer instead of it (the response cache); set before start(). */
+  tap: ResponseTap | undefined = undefined;
+  /** The tap answered the client itself: the upstream's body is read and dropped. */
+  #answered = false;
   #logged = false;
   #timer: NodeJS.Timeout | null = null;
   #timerAt = Number.POSITIVE_INFINITY;
@@ -446,14 +451,25 @@ export class Exchange {
       return true;
     }
     if (this.#offload === CREATING) this.#offload = TOO_LATE; // answered in time after all
-    headers.push(
-      'via',
-      via ? `${via}, ${VIA}` : VIA,
-      'x-request-id',
-      this.requestId,
-      'server-timing',
-      gatewayTiming(this.dispatchedAt - this.startedAt, t - this.dispatchedAt),
-    );
+    const viaValue = via ? `${via}, ${VIA}` : VIA;
+    const timing = gatewayTiming(this.dispatchedAt - this.startedAt, t - this.dispatchedAt);
+    const tap = this.tap;
+    if (
+      tap?.head(statusCode, headers, [
+        'via',
+        viaValue,
+        'x-request-id',
+        this.requestId,
+        'server-timing',
+        timing,
+      ])
+    ) {
+      this.#answered = true;
+      this.status = tap.answeredStatus;
+      this.outcome = tap.answeredOutcome;
+      return true;
+    }
+    headers.push('via', viaValue, 'x-request-id', this.requestId, 'server-timing', timing);
     try {
       this.res.writeHead(statusCode, statusText || undefined, headers);
     } catch {
@@ -467,6 +483,7 @@ export class Exchange {
 
   onData(chunk: Buffer): boolean {
     if (this.state === DONE) return false;
+    if (this.#answered) return true;
     this.bytesOut += chunk.length;
     const t = now();
     this.lastActivity = t;
@@ -478,6 +495,7 @@ export class Exchange {
       sink.onDrain(this.#onDrain);
       return false;
     }
+    this.tap?.data(chunk);
     if (this.res.write(chunk)) return true;
     // The client is slower than the upstream: stop reading the upstream until it drains. The read
     // timer is suspended meanwhile; the client send timeout runs instead.
@@ -493,7 +511,10 @@ export class Exchange {
     this.state = DONE;
     this.#release();
     if (this.#sink !== undefined) this.#sink.end();
-    else this.res.end();
+    else if (!this.#answered) {
+      this.tap?.end();
+      this.res.end();
+    }
     this.#finish();
   }
 
@@ -749,6 +770,9 @@ export class Exchange {
           }
           this.#offload = OFFLOADED;
           this.#jobId = id;
+          // A job's result goes to the job store, not to a cache.
+          this.tap?.abort();
+          this.tap = undefined;
           jobs.running.set(id, this);
           // The client leaving now changes nothing: the call goes on for the job.
           this.res.off('close', this.#onClose);
@@ -910,13 +934,23 @@ export class Exchange {
       this.#endJob(err);
       return;
     }
+    if (this.#answered) {
+      // The tap answered the client already; only the upstream's discarded body failed.
+      this.#finish();
+      return;
+    }
     this.outcome = err.outcome;
     this.phase = err.phase ?? null;
     this.errorCode = err.code;
     if (headersSent || this.res.headersSent) {
       // Too late for an error response: end the client response abruptly so it can never be taken
       // for a complete one.
+      this.tap?.abort();
       this.res.destroy();
+    } else if (this.tap?.rescue(err)) {
+      // Served from the cache instead (stale-if-error): the client never sees the error.
+      this.outcome = this.tap.answeredOutcome;
+      this.status = this.tap.answeredStatus;
     } else {
       this.status = err.status;
       // Close the connection when the request body may not have been read to its end.
@@ -934,6 +968,8 @@ export class Exchange {
     // No verdict on the upstream from a try the client cancelled.
     if (this.#lastResult === 'ok' && !this.res.headersSent) this.#lastResult = 'none';
     this.#release();
+    if (this.#answered) return this.#finish(); // the answer went out; the upstream's body is dropped
+    this.tap?.abort();
     if (this.outcome === 'ok') this.outcome = 'client_aborted';
     this.#finish();
   }
@@ -976,6 +1012,7 @@ export class Exchange {
         budget_ms: this.budget,
         budget_source: this.clientBudget ? 'client' : 'route',
         job: this.#jobId,
+        cache: this.tap?.cacheStatus,
         upstream_timing:
           this.upstreamTiming === undefined ? undefined : parseServerTiming(this.upstreamTiming),
       },

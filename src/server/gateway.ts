@@ -12,6 +12,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import { BlockList, isIPv6, type Socket } from 'node:net';
+import { ResponseCache } from '../cache/cache.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import {
   GatewayError,
@@ -35,6 +36,7 @@ import { type Logger, silentLogger } from '../observability/logger.ts';
 import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
+import type { ResponseTap } from '../proxy/tap.ts';
 import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { JobsHost } from './jobs-host.ts';
@@ -100,6 +102,8 @@ export class Gateway implements ExchangeHost {
   readonly #onUpstreamEvent: (event: UpstreamEvent) => void;
   /** Async offload; undefined while no route uses it. */
   jobs: JobsHost | undefined;
+  /** The response cache of every route with `cache` (one store under cache_size). */
+  readonly cache: ResponseCache;
   #runtime: Runtime;
   #trusted: BlockList | undefined;
   #inflight = 0;
@@ -136,6 +140,7 @@ export class Gateway implements ExchangeHost {
           record: this.#record,
         })
       : undefined;
+    this.cache = new ResponseCache(config.cacheSize);
     this.#trusted = buildTrusted(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
     this.clientSendTimeoutMs = config.client.send_timeout;
@@ -189,6 +194,7 @@ export class Gateway implements ExchangeHost {
       void this.jobs.start();
     }
     for (const u of this.#runtime.upstreams.values()) u.start();
+    this.cache.reload(config.cacheSize, new Set(config.routes.filter((r) => r.cache).map((r) => r.name)));
     this.#trusted = buildTrusted(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
     this.clientSendTimeoutMs = config.client.send_timeout;
@@ -307,10 +313,16 @@ export class Gateway implements ExchangeHost {
   }
 
   respondError(exchange: Exchange, err: GatewayError, close: boolean): void {
+    const cacheStatus = exchange.tap?.cacheStatus;
     sendProblem(
       exchange.res,
       err,
-      { requestId: exchange.requestId, elapsedMs: now() - exchange.startedAt, attempts: exchange.attempts },
+      {
+        requestId: exchange.requestId,
+        elapsedMs: now() - exchange.startedAt,
+        attempts: exchange.attempts,
+        headers: cacheStatus === undefined ? undefined : ['cache-status', cacheStatus],
+      },
       close || this.#closing,
     );
   }
@@ -456,7 +468,77 @@ export class Gateway implements ExchangeHost {
       void this.#enqueue(req, res, rt, requestId, startedAt, logPath, path, headers, hasBody);
       return;
     }
+    const forward = (tap?: ResponseTap, validators?: readonly string[]) =>
+      this.#forward(
+        req,
+        res,
+        rt,
+        requestId,
+        startedAt,
+        logPath,
+        budget,
+        clientBudget,
+        path,
+        headers,
+        hasBody,
+        tap,
+        validators,
+      );
+    const cacheCfg = rt.route.cache;
+    if (cacheCfg !== undefined) {
+      // The response cache answers, waits for a concurrent miss, or forwards with its tap (SPEC §6).
+      return this.cache.handle({
+        req,
+        res,
+        rt,
+        cfg: cacheCfg,
+        requestId,
+        startedAt,
+        logPath,
+        path,
+        headers,
+        budget,
+        forward,
+        log: (entry) => this.log(entry),
+      });
+    }
+    forward();
+  }
+
+  /** Starts the upstream exchange of a request (with the cache's tap on a cached route). */
+  #forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rt: RouteRuntime,
+    requestId: string,
+    startedAt: number,
+    logPath: string,
+    budget: number,
+    clientBudget: boolean,
+    path: string,
+    headers: string[],
+    hasBody: boolean,
+    tap: ResponseTap | undefined,
+    validators: readonly string[] | undefined,
+  ): void {
+    if (res.destroyed) {
+      // The client left while the request waited for the cache.
+      this.log(answeredEntry(answered(req, requestId, startedAt, logPath, rt), 499, 'client_aborted', null));
+      return;
+    }
+    if (validators !== undefined) {
+      // A revalidation: the stored copy's validators replace the client's own conditionals.
+      const kept: string[] = [];
+      for (let i = 0; i < headers.length; i += 2) {
+        const k = headers[i].toLowerCase();
+        if (k !== 'if-none-match' && k !== 'if-modified-since') kept.push(headers[i], headers[i + 1]);
+      }
+      headers = [...kept, ...validators];
+    }
+    const jobs = this.jobs;
+    const cfg = rt.route.async;
     const exchange = new Exchange(this, rt, req, res, requestId, startedAt, logPath, budget, clientBudget);
+    exchange.tap = tap;
     this.#live.add(exchange);
     if (cfg !== undefined && jobs !== undefined) {
       // RFC 7240: respond-async asks for a 202 at once; wait=N sets how long to hold before one.
