@@ -345,7 +345,7 @@ describe('check', { concurrency: 3 }, () => {
     const r = await sluice(['check', '-c', EXAMPLE]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '');
-    assert.match(r.stdout, /ok, 3 route\(s\), 1 upstream\(s\)/);
+    assert.match(r.stdout, /ok, 4 route\(s\), 1 upstream\(s\)/);
     const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s{2,}/));
     const header = rows.find((row) => row[0] === 'route');
     assert.deepEqual(header, [
@@ -931,7 +931,7 @@ describe('bin/sluice.js on an older Node', { concurrency: 2 }, () => {
     const node = old as string;
     const ok = await sluice(['check', '-c', EXAMPLE], 20_000, { node, env: systemEnv(node) });
     assert.equal(ok.code, 0, ok.stderr);
-    assert.match(ok.stdout, /ok, 3 route\(s\)/);
+    assert.match(ok.stdout, /ok, 4 route\(s\)/);
     const usage = await sluice(['nope'], 20_000, { node, env: systemEnv(node) });
     assertOneLineError(usage, /^sluice: unknown command 'nope'/, 2);
     const missing = await sluice(['check', '-c', '/nonexistent/sluice.yaml'], 20_000, {
@@ -1030,6 +1030,6 @@ describe('bin/sluice.js on an older Node', { concurrency: 2 }, () => {
       timeout: 60_000,
     });
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /ok, 3 route\(s\)/);
+    assert.match(r.stdout, /ok, 4 route\(s\)/);
   });
 });

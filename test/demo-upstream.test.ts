@@ -571,3 +571,19 @@ test('keep-alive: several requests reuse one connection', async (t) => {
   }
   assert.equal(connections, 1);
 });
+
+test('/catalog: cacheable JSON with max-age and a stable ETag, 304 on If-None-Match, 503 while down', async (t) => {
+  const demo = await start(t);
+  const r = await json(`${demo.url}/catalog?max-age=30`);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['cache-control'], 'max-age=30');
+  assert.equal(r.headers.etag, '"catalog-v1"');
+  assert.ok(Date.parse(String(r.headers['x-demo-generated-at'])) > 0);
+  assert.equal((r.data.products as unknown[]).length, 40);
+  const again = await request(`${demo.url}/catalog`, { headers: { 'if-none-match': '"catalog-v1"' } });
+  assert.equal(again.status, 304);
+  assert.equal(again.headers['cache-control'], 'max-age=5');
+  assert.equal(again.body.length, 0);
+  await json(`${demo.url}/_demo/health/down`, { method: 'POST' });
+  assert.equal((await json(`${demo.url}/catalog`)).status, 503);
+});

@@ -394,6 +394,7 @@ class CacheTap implements ResponseTap {
     | undefined;
   answeredStatus = 0;
   answeredOutcome: 'cache_hit' | 'stale' = 'cache_hit';
+  answeredBytes = 0;
   cacheStatus: string | undefined;
 
   constructor(cache: ResponseCache, r: CacheRequest, reqHeaders: HeaderObject, key: string, o: TapOptions) {
@@ -521,14 +522,9 @@ class CacheTap implements ResponseTap {
     const r = this.#r;
     this.cacheStatus = cacheStatus;
     this.answeredOutcome = outcome;
-    this.answeredStatus = sendStored(
-      r.res,
-      e,
-      this.#reqHeaders,
-      r.req.method ?? 'GET',
-      gateway,
-      cacheStatus,
-    ).status;
+    const sent = sendStored(r.res, e, this.#reqHeaders, r.req.method ?? 'GET', gateway, cacheStatus);
+    this.answeredStatus = sent.status;
+    this.answeredBytes = sent.bytes;
     return true;
   }
 

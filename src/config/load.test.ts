@@ -554,7 +554,7 @@ test('examples/sluice.yaml loads, with the effective timeouts its comments promi
   const c = loadConfigFile(file, {});
   assert.deepEqual(
     c.routes.map((r) => r.name),
-    ['reports', 'stream', 'demo'],
+    ['reports', 'catalog', 'stream', 'demo'],
   );
   const by = Object.fromEntries(c.routes.map((r) => [r.name, r.timeouts]));
   assert.equal(by.reports.connect, 2_000); // from the upstream

@@ -33,6 +33,9 @@
  *                             sleeps and nominal durations (12, 34, 3) are reported; with `ms`
  *                             (0..3_600_000) it really sleeps 50% / 40% / 10% of N in three phases and
  *                             reports the measured durations (ms, one decimal).
+ *   /catalog?max-age=N        200 JSON product list (about 5 KB) with `Cache-Control: max-age=N` (default 5),
+ *                             `ETag: "catalog-v1"` (a matching If-None-Match gets 304) and the time it was
+ *                             generated in `X-Demo-Generated-At`; 503 while /healthz is toggled down.
  *   /healthz                  200 `{"status":"ok"}`, or 503 `{"status":"down"}` once toggled down.
  *   POST /_demo/health/up|down toggles /healthz (other methods → 405). Answers `{ "healthy": bool }`.
  *
@@ -112,6 +115,17 @@ function parseSize(raw: string): number {
   if (n > MAX_SIZE_BYTES) throw new BadRequest(`invalid size ${raw}: max is ${MAX_SIZE_BYTES} bytes`);
   return n;
 }
+
+const CATALOG = {
+  products: Array.from({ length: 40 }, (_, i) => ({
+    id: 1000 + i,
+    name: `Product ${i + 1}`,
+    description: 'A product of the demo catalog, large enough to be worth compressing and caching.',
+    price_cents: 499 + i * 100,
+    in_stock: i % 3 !== 0,
+  })),
+};
+const CATALOG_ETAG = '"catalog-v1"';
 
 function sendJson(
   res: http.ServerResponse,
@@ -303,6 +317,27 @@ export function startDemoUpstream(opts: DemoUpstreamOptions = {}): Promise<DemoU
       case '/timing': {
         const ms = q.has('ms') ? intParam(q, 'ms', 0, 0, MAX_SLEEP_MS) : undefined;
         timing(res, ms, ctx).catch((err: unknown) => sendJson(res, 500, { error: String(err) }));
+        return;
+      }
+      case '/catalog': {
+        // Cacheable: max-age (default 5 s) and a stable ETag; 503 while toggled down, so that a
+        // cache's stale-if-error can be seen answering for it.
+        if (!healthy) {
+          sendJson(res, 503, { error: 'catalog service down' }, { 'retry-after': '1' });
+          return;
+        }
+        const maxAge = intParam(q, 'max-age', 5, 0, 86_400);
+        const headers = {
+          'cache-control': `max-age=${maxAge}`,
+          etag: CATALOG_ETAG,
+          'x-demo-generated-at': new Date().toISOString(),
+        };
+        if (req.headers['if-none-match'] === CATALOG_ETAG) {
+          res.writeHead(304, headers);
+          res.end();
+          return;
+        }
+        sendJson(res, 200, CATALOG, headers);
         return;
       }
       case '/healthz': {

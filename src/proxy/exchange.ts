@@ -467,6 +467,7 @@ export class Exchange {
       this.#answered = true;
       this.status = tap.answeredStatus;
       this.outcome = tap.answeredOutcome;
+      this.bytesOut = tap.answeredBytes;
       return true;
     }
     headers.push('via', viaValue, 'x-request-id', this.requestId, 'server-timing', timing);
@@ -951,6 +952,7 @@ export class Exchange {
       // Served from the cache instead (stale-if-error): the client never sees the error.
       this.outcome = this.tap.answeredOutcome;
       this.status = this.tap.answeredStatus;
+      this.bytesOut = this.tap.answeredBytes;
     } else {
       this.status = err.status;
       // Close the connection when the request body may not have been read to its end.

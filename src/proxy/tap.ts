@@ -26,6 +26,8 @@ export interface ResponseTap {
   /** Status and access-log outcome when the tap answered (head or rescue returned true). */
   readonly answeredStatus: number;
   readonly answeredOutcome: 'cache_hit' | 'stale';
+  /** Body bytes the tap sent when it answered. */
+  readonly answeredBytes: number;
   /** The RFC 9211 Cache-Status of this response, for the access log and error responses. */
   readonly cacheStatus: string | undefined;
 }
