@@ -414,14 +414,22 @@ export function parseWrk(out: string): WrkResult {
   };
 }
 
-/** `wrk -t1 -cC -dDs --latency URL` on the load core. */
+/** `wrk -t1 -cC -dDs --latency [-s SCRIPT] URL` on the load core. */
 export async function wrk(
   url: string,
   connections: number,
   seconds: number,
   logFile: string,
+  script?: string,
 ): Promise<WrkResult> {
-  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url];
+  const args = [
+    '-t1',
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    ...(script ? ['-s', script] : []),
+    url,
+  ];
   return parseWrk(await runPinned('wrk', LOAD_CORE, WRK, args, logFile));
 }
 
@@ -430,7 +438,7 @@ export async function wrk(
 
 const isRoot = process.getuid?.() === 0;
 
-function nginxConf(dir: string, port: number, body: string, extra = ''): string {
+export function nginxConf(dir: string, port: number, body: string, extra = ''): string {
   for (const t of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'])
     mkdirSync(path.join(dir, `${t}_temp`), { recursive: true });
   return `${isRoot ? 'user root;' : ''}
@@ -457,7 +465,7 @@ ${body}
 `;
 }
 
-function startNginx(name: string, core: number, dir: string, conf: string): Proc {
+export function startNginx(name: string, core: number, dir: string, conf: string): Proc {
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'nginx.conf'), conf);
   const args = [

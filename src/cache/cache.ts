@@ -34,6 +34,9 @@ import { CacheStore, cacheKey, type StoredResponse, varyValue } from './store.ts
 
 const now = performance.now.bind(performance);
 const NAME = 'sluice';
+/** How long a key whose response could not be stored skips coalescing, and how many such keys are kept. */
+const PASS_MS = 30_000;
+const MAX_PASSES = 10_000;
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 /** Failures a stale copy may stand in for: the upstream's, never the client's. */
 const UPSTREAM_FAILURES = new Set([
@@ -94,12 +97,20 @@ export interface CacheRequest {
   log(entry: AccessLogEntry): void;
 }
 
+/** Node's request headers: lower-case names, repeats already joined (only Set-Cookie stays a list). */
 function requestHeaders(req: IncomingMessage): HeaderObject {
-  const out: HeaderObject = {};
-  for (const [k, v] of Object.entries(req.headers)) {
-    if (v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : v;
+  return req.headers as HeaderObject;
+}
+
+/** Whether a response's Cache-Control forbids a shared cache outright: skips the full decision. */
+function uncacheable(flat: readonly string[]): boolean {
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i];
+    if (k.length !== 13 || k.toLowerCase() !== 'cache-control') continue;
+    const v = flat[i + 1].toLowerCase();
+    if (v.includes('no-store') || v.includes('private')) return true;
   }
-  return out;
+  return false;
 }
 
 function gatewayHeaders(requestId: string, startedAt: number): string[] {
@@ -177,6 +188,12 @@ export class ResponseCache {
   store: CacheStore;
   /** Misses being filled, by key: later misses for the key wait for them. */
   readonly #fills = new Map<string, Fill>();
+  /**
+   * Keys whose last response could not be stored ("hit-for-pass", as Varnish calls it), until when:
+   * their misses are not made to wait for one another, since they would only be released to go
+   * upstream one after the other. Bounded; the oldest are forgotten first.
+   */
+  readonly #passes = new Map<string, number>();
   /** Requests by route and result, for sluice_cache_requests_total. */
   readonly results = new Map<string, Map<CacheResult, number>>();
 
@@ -242,7 +259,7 @@ export class ResponseCache {
       );
     }
     const fwd = known ? 'vary-miss' : 'uri-miss';
-    if (method === 'GET' && !auth) {
+    if (method === 'GET' && !auth && !this.#passing(key)) {
       const fill = this.#fills.get(key);
       if (fill?.open) {
         this.count(r.rt.name, 'collapsed');
@@ -255,6 +272,26 @@ export class ResponseCache {
     }
     this.count(r.rt.name, 'miss');
     r.forward(new CacheTap(this, r, reqHeaders, key, { fwd, store: method === 'GET' }));
+  }
+
+  /** The response for `key` was not storable: its next misses go upstream without waiting. */
+  pass(key: string): void {
+    this.#passes.delete(key);
+    this.#passes.set(key, Date.now() + PASS_MS);
+    if (this.#passes.size > MAX_PASSES) this.#passes.delete(this.#passes.keys().next().value as string);
+  }
+
+  /** A storable response came for `key`: misses may wait for one another again. */
+  unpass(key: string): void {
+    this.#passes.delete(key);
+  }
+
+  #passing(key: string): boolean {
+    const until = this.#passes.get(key);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.#passes.delete(key);
+    return false;
   }
 
   /** The fill of `key` is over (stored, released or failed): new misses go upstream again. */
@@ -439,7 +476,7 @@ class CacheTap implements ResponseTap {
       }
     }
     let stored = false;
-    if (o.store && r.req.method === 'GET') {
+    if (o.store && r.req.method === 'GET' && !uncacheable(headers)) {
       const resHeaders = storedHeaders(headers);
       const length = Number(resHeaders['content-length'] ?? '0');
       const policy =
@@ -450,7 +487,10 @@ class CacheTap implements ResponseTap {
         o.fill?.begin(status, resHeaders, varyOf(resHeaders, this.#reqHeaders), policy);
       }
     }
-    if (!stored) o.fill?.release();
+    if (!stored) {
+      if (o.store && r.req.method === 'GET') cache.pass(this.#key);
+      o.fill?.release();
+    } else cache.unpass(this.#key);
     this.cacheStatus = `${NAME}; fwd=${o.fwd}${fwdStatus}${stored ? '; stored' : ''}`;
     headers.push('cache-status', this.cacheStatus);
     return false;

@@ -34,17 +34,37 @@ export function headerObject(flat: readonly string[]): HeaderObject {
   return out;
 }
 
-/** Seconds of a `name=N` directive in a Cache-Control value, or undefined. */
-export function directive(cc: string | undefined, name: string): number | true | undefined {
-  if (!cc) return undefined;
+/** Cache-Control directives: name → seconds (`max-age=60`) or true (`no-store`). */
+export type Directives = ReadonlyMap<string, number | true>;
+
+const NONE: Directives = new Map();
+
+/** Parses a Cache-Control value once (names lower case; a value that is not a number counts as present). */
+export function directives(cc: string | undefined): Directives {
+  if (!cc) return NONE;
+  const out = new Map<string, number | true>();
   for (const part of cc.split(',')) {
-    const [k, v] = part.split('=', 2).map((x) => x.trim().toLowerCase());
-    if (k !== name) continue;
-    if (v === undefined) return true;
-    const n = Number(v.replace(/^"|"$/g, ''));
-    return Number.isFinite(n) && n >= 0 ? n : true;
+    const eq = part.indexOf('=');
+    const k = (eq === -1 ? part : part.slice(0, eq)).trim().toLowerCase();
+    if (k === '' || out.has(k)) continue;
+    if (eq === -1) {
+      out.set(k, true);
+      continue;
+    }
+    const n = Number(
+      part
+        .slice(eq + 1)
+        .trim()
+        .replace(/^"|"$/g, ''),
+    );
+    out.set(k, Number.isFinite(n) && n >= 0 ? n : true);
   }
-  return undefined;
+  return out;
+}
+
+/** One directive of a Cache-Control value: seconds, true, or undefined when absent. */
+export function directive(cc: string | undefined, name: string): number | true | undefined {
+  return directives(cc).get(name);
 }
 
 export interface RequestView {
@@ -90,13 +110,11 @@ export function storablePolicy(
     { shared: true },
   ) as Semantics;
   if (!policy.storable()) return undefined;
-  const noStale =
-    directive(cc, 'must-revalidate') !== undefined ||
-    directive(cc, 'proxy-revalidate') !== undefined ||
-    directive(cc, 'no-cache') !== undefined;
+  const d = directives(cc);
+  const noStale = d.has('must-revalidate') || d.has('proxy-revalidate') || d.has('no-cache');
   const window = (name: string, fallback: number | undefined) => {
     if (noStale) return 0;
-    const own = directive(cc, name);
+    const own = d.get(name);
     if (typeof own === 'number') return own;
     return fallback === undefined ? 0 : fallback / 1000;
   };
@@ -104,10 +122,7 @@ export function storablePolicy(
   const sie = window('stale-if-error', cfg.staleIfError);
   const hasValidator = headers.etag !== undefined || headers['last-modified'] !== undefined;
   if (policy.maxAge() <= 0 && swr <= 0 && sie <= 0 && !hasValidator) return undefined;
-  const shareable =
-    directive(cc, 'public') !== undefined ||
-    directive(cc, 's-maxage') !== undefined ||
-    directive(cc, 'must-revalidate') !== undefined;
+  const shareable = d.has('public') || d.has('s-maxage') || d.has('must-revalidate');
   return { policy, swr, sie, noStale, shareable };
 }
 
@@ -117,11 +132,11 @@ export type Usability = 'fresh' | 'stale-while-revalidate' | 'stale';
 export function usability(p: Policy, req: HeaderObject): Usability {
   const age = p.policy.age();
   const maxAge = p.policy.maxAge();
-  const cc = req['cache-control'];
-  const reqMaxAge = directive(cc, 'max-age');
-  const minFresh = directive(cc, 'min-fresh');
-  const maxStale = directive(cc, 'max-stale');
-  const forced = directive(cc, 'no-cache') !== undefined || /no-cache/i.test(req.pragma ?? '');
+  const d = directives(req['cache-control']);
+  const reqMaxAge = d.get('max-age');
+  const minFresh = d.get('min-fresh');
+  const maxStale = d.get('max-stale');
+  const forced = d.has('no-cache') || (req.pragma !== undefined && /no-cache/i.test(req.pragma));
   if (forced) return 'stale';
   if (typeof reqMaxAge === 'number' && age > reqMaxAge) return 'stale';
   if (typeof minFresh === 'number' && maxAge - age < minFresh) return 'stale';

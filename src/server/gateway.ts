@@ -468,22 +468,6 @@ export class Gateway implements ExchangeHost {
       void this.#enqueue(req, res, rt, requestId, startedAt, logPath, path, headers, hasBody);
       return;
     }
-    const forward = (tap?: ResponseTap, validators?: readonly string[]) =>
-      this.#forward(
-        req,
-        res,
-        rt,
-        requestId,
-        startedAt,
-        logPath,
-        budget,
-        clientBudget,
-        path,
-        headers,
-        hasBody,
-        tap,
-        validators,
-      );
     const cacheCfg = rt.route.cache;
     if (cacheCfg !== undefined) {
       // The response cache answers, waits for a concurrent miss, or forwards with its tap (SPEC §6).
@@ -498,11 +482,40 @@ export class Gateway implements ExchangeHost {
         path,
         headers,
         budget,
-        forward,
+        forward: (tap, validators) =>
+          this.#forward(
+            req,
+            res,
+            rt,
+            requestId,
+            startedAt,
+            logPath,
+            budget,
+            clientBudget,
+            path,
+            headers,
+            hasBody,
+            tap,
+            validators,
+          ),
         log: (entry) => this.log(entry),
       });
     }
-    forward();
+    this.#forward(
+      req,
+      res,
+      rt,
+      requestId,
+      startedAt,
+      logPath,
+      budget,
+      clientBudget,
+      path,
+      headers,
+      hasBody,
+      undefined,
+      undefined,
+    );
   }
 
   /** Starts the upstream exchange of a request (with the cache's tap on a cached route). */
