@@ -135,21 +135,22 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
   }
   pieceCount = 0;
   copied = start;
-  hash = seed;
-  // Each segment: its flags (for isId), and its FNV hash, in the same pass.
-  let seg = start;
-  let all = 0;
-  let segHash = FNV_OFFSET;
+  // Each segment: its flags (for isId) and its FNV hash, in one tight pass over its bytes.
+  let h = seed;
   let i = start;
-  for (; ; i++) {
-    const c = i < to ? b[i] : 47;
-    const f = SCAN[c];
-    if ((f & TERM) === 0) {
+  for (;;) {
+    const seg = i;
+    let all = 0;
+    let segHash = FNV_OFFSET;
+    let c = 47;
+    for (; i < to; i++) {
+      c = b[i];
+      const f = SCAN[c];
+      if ((f & TERM) !== 0) break;
       all |= f;
       segHash = Math.imul(segHash ^ c, FNV_PRIME);
-      continue;
     }
-    // End of a segment [seg, i).
+    // The segment [seg, i) ends at `/`, `?`, `#` or the end of the target.
     if (i > seg) {
       if (!templated && isIdFlags(b, seg, i, all)) {
         pushLiteral(seg);
@@ -159,24 +160,23 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
           pieceCount++;
           copied = i;
         }
-        hash = mix(hash, ID_HASH);
-      } else if (!templated && (all & DOT) !== 0 && foldDotted(b, seg, i)) {
-        // foldDotted pushed the pieces and mixed their hashes.
+        h = mix(h, ID_HASH);
+      } else if (!templated && (all & DOT) !== 0 && foldDotted(b, seg, i, h)) {
+        h = hash; // foldDotted pushed the pieces and mixed their hashes into `hash`
       } else if (i - seg === 3 && b[seg] === 58 && b[seg + 1] === 105 && b[seg + 2] === 100) {
-        hash = mix(hash, ID_HASH); // a literal `:id` (a logged route template) is the same endpoint
-      } else hash = mix(hash, segHash);
+        h = mix(h, ID_HASH); // a literal `:id` (a logged route template) is the same endpoint
+      } else h = mix(h, segHash);
     }
     if (i >= to || c !== 47) break;
-    hash = mix(hash, 47);
-    seg = i + 1;
-    all = 0;
-    segHash = FNV_OFFSET;
+    h = mix(h, 47);
+    i++;
   }
   const end = i < to ? i : to;
   if (start >= end) {
     hash = mix(seed, 47);
     return 0;
   }
+  hash = h;
   pushLiteral(end);
   return pieceCount;
 }
@@ -200,7 +200,8 @@ function isIdFlags(b: Uint8Array, start: number, end: number, all: number): bool
  * A dotted segment that is not an id as a whole: folds its parts that are (the first part, or a part
  * of 8+ characters). Pushes pieces and mixes hashes when something folds; false when nothing does.
  */
-function foldDotted(b: Uint8Array, seg: number, end: number): boolean {
+function foldDotted(b: Uint8Array, seg: number, end: number, h: number): boolean {
+  hash = h;
   let part = seg;
   let folded = false;
   /** Hash of the literal bytes since the last id part. */
