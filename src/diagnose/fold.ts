@@ -135,20 +135,19 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
   }
   pieceCount = 0;
   copied = start;
-  // Each segment: its flags (for isId) and its FNV hash, in one tight pass over its bytes.
+  // Each segment: its flags (for isId) in one tight pass over its bytes; then, unless it is an id,
+  // its FNV hash (ids, most of the bytes of a target, are never hashed).
   let h = seed;
   let i = start;
   for (;;) {
     const seg = i;
     let all = 0;
-    let segHash = FNV_OFFSET;
     let c = 47;
     for (; i < to; i++) {
       c = b[i];
       const f = SCAN[c];
       if ((f & TERM) !== 0) break;
       all |= f;
-      segHash = Math.imul(segHash ^ c, FNV_PRIME);
     }
     // The segment [seg, i) ends at `/`, `?`, `#` or the end of the target.
     if (i > seg) {
@@ -165,7 +164,7 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
         h = hash; // foldDotted pushed the pieces and mixed their hashes into `hash`
       } else if (i - seg === 3 && b[seg] === 58 && b[seg + 1] === 105 && b[seg + 2] === 100) {
         h = mix(h, ID_HASH); // a literal `:id` (a logged route template) is the same endpoint
-      } else h = mix(h, segHash);
+      } else h = mix(h, bytesHash(b, seg, i));
     }
     if (i >= to || c !== 47) break;
     h = mix(h, 47);
