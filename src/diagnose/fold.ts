@@ -68,13 +68,18 @@ export function isIdSegment(b: Uint8Array, start: number, end: number): boolean 
   return (all & TERM) === 0 && isIdFlags(b, start, end, all);
 }
 
+/** Hex digits, either case. */
+const HEX = new Uint8Array(256);
+for (let c = 0; c < 256; c++) HEX[c] = (FLAGS[c] & (DIGIT | HEX_LETTER)) !== 0 ? 1 : 0;
+
+/** Whether b[s, s + 36) is a UUID: 8-4-4-4-12 hex digits. */
 function isUuid(b: Uint8Array, s: number): boolean {
-  for (let i = 0; i < 36; i++) {
-    const c = b[s + i];
-    if (i === 8 || i === 13 || i === 18 || i === 23) {
-      if (c !== 45) return false;
-    } else if ((FLAGS[c] & (DIGIT | HEX_LETTER)) === 0) return false;
-  }
+  if (b[s + 8] !== 45 || b[s + 13] !== 45 || b[s + 18] !== 45 || b[s + 23] !== 45) return false;
+  for (let i = s; i < s + 8; i++) if (HEX[b[i]] === 0) return false;
+  for (let i = s + 9; i < s + 13; i++) if (HEX[b[i]] === 0) return false;
+  for (let i = s + 14; i < s + 18; i++) if (HEX[b[i]] === 0) return false;
+  for (let i = s + 19; i < s + 23; i++) if (HEX[b[i]] === 0) return false;
+  for (let i = s + 24; i < s + 36; i++) if (HEX[b[i]] === 0) return false;
   return true;
 }
 
@@ -200,6 +205,10 @@ function isIdFlags(b: Uint8Array, start: number, end: number, all: number): bool
  * of 8+ characters). Pushes pieces and mixes hashes when something folds; false when nothing does.
  */
 function foldDotted(b: Uint8Array, seg: number, end: number, h: number): boolean {
+  // Most dotted segments (`page35.html`, `v1.2`): the first part is no id and the others are too short.
+  let dot = seg;
+  while (dot < end && b[dot] !== 46) dot++;
+  if (end - dot < 9 && !isIdSegment(b, seg, dot)) return false;
   hash = h;
   let part = seg;
   let folded = false;

@@ -154,6 +154,11 @@ REQUEST_STOP[32] = 1;
 REQUEST_STOP[34] = 1;
 REQUEST_STOP[92] = 1;
 
+/** The bytes of a tail of bare numbers: 1 for digits, space, `-`, `,`, `:`; 2 for `.`. */
+const NUMERIC_TAIL = new Uint8Array(256);
+for (const c of '0123456789 -,:') NUMERIC_TAIL[c.charCodeAt(0)] = 1;
+NUMERIC_TAIL[46] = 2;
+
 /**
  * Fast path of the request line `"METHOD SP target SP protocol"` whose content starts at q1: when it
  * has exactly two spaces and no `\\` or `"` before its closing quote (almost every line), sets the
@@ -269,13 +274,13 @@ export function parseNginx(b: Buffer, start: number, end: number, rec: LogRecord
   // A tail of bare numbers after the last quote (`… "curl/8.5.0" 1.001 1.000 504`) is read from the
   // end, without scanning the referer and the user agent.
   let k = end - 1;
-  let dot = false;
+  let seen = 0;
   for (; k > q2; k--) {
-    const c = b[k];
-    if (c === 46) dot = true;
-    else if (!((c >= 48 && c <= 57) || c === 32 || c === 45 || c === 44 || c === 58)) break;
+    const t = NUMERIC_TAIL[b[k]];
+    if (t === 0) break;
+    seen |= t;
   }
-  if (k > q2 && dot && b[k] === 34) {
+  if (k > q2 && (seen & 2) !== 0 && b[k] === 34) {
     const rt = fast ? leadingRequestTime(b, k + 1, end) : Number.NaN;
     if (rt >= 0) {
       rec.latencyMs = rt * 1000;
