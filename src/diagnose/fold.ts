@@ -46,11 +46,14 @@ for (let c = 0; c < 256; c++) if ((FLAGS[c] & (DIGIT | LOWER | UPPER)) !== 0) NO
 for (const c of 'ILOUilou') NOT_CROCKFORD[c.charCodeAt(0)] = 1;
 
 // The one table foldPieces reads per byte: FLAGS plus what isIdSegment derives, and the bytes that
-// end a segment (`/`, `?`, `#`), so the hot loop is a lookup, an OR and a multiply per byte.
+// end a segment (`/`, `?`, `#`) or a target in a request line, so the hot loop is a lookup, a test
+// and an OR per byte.
 const NOT_HEX = 256;
 const NOT_CROCK = 512;
 const DOT = 1024;
 const TERM = 2048;
+/** Space, `"` and `\\`: end a target inside a request line (foldRequestTarget). */
+const STOP = 4096;
 const SCAN = new Uint16Array(256);
 for (let c = 0; c < 256; c++)
   SCAN[c] =
@@ -58,7 +61,8 @@ for (let c = 0; c < 256; c++)
     ((FLAGS[c] & (DIGIT | HEX_LETTER)) === 0 ? NOT_HEX : 0) |
     (NOT_CROCKFORD[c] ? NOT_CROCK : 0) |
     (c === 46 ? DOT : 0) |
-    (c === 47 || c === 63 || c === 35 ? TERM : 0);
+    (c === 47 || c === 63 || c === 35 ? TERM : 0) |
+    (c === 32 || c === 34 || c === 92 ? STOP : 0);
 
 /** Whether b[start, end) is an id that folds to `:id`. */
 export function isIdSegment(b: Uint8Array, start: number, end: number): boolean {
@@ -138,6 +142,44 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
       }
     }
   }
+  return foldFrom(b, start, to, templated, seed, TERM);
+}
+
+/** Where the segment loop of the last fold stopped (a `?`, `#`, a STOP byte or the end). */
+let stoppedAt = 0;
+
+/**
+ * Folds the target of a request line: the plain path (starting with `/`) at b[from…] that ends at
+ * the first space before `to`, its query skipped; returns its pieces as foldPieces does, and the
+ * space is at requestTargetEnd(). Returns -1, having folded nothing usable, when the target is not
+ * that: no `/` first, a `"` or `\\` before the space, no space. It reads each byte of the path once,
+ * for parsers that would otherwise scan the target to find its end and then fold it; on the same
+ * target, foldPieces(b, from, requestTargetEnd()) gives the same pieces and hash.
+ */
+export function foldRequestTarget(b: Uint8Array, from: number, to: number, seed: number): number {
+  if (b[from] !== 47) return -1;
+  const n = foldFrom(b, from, to, false, seed, TERM | STOP);
+  let i = stoppedAt;
+  while (i < to && (SCAN[b[i]] & STOP) === 0) i++; // the query, if any
+  if (i >= to || b[i] !== 32) return -1;
+  stoppedAt = i;
+  return n;
+}
+
+/** The index of the space that ended the target of the last successful foldRequestTarget. */
+export function requestTargetEnd(): number {
+  return stoppedAt;
+}
+
+/** foldPieces from the path's first byte; `stop`: the SCAN bits that end the target. */
+function foldFrom(
+  b: Uint8Array,
+  start: number,
+  to: number,
+  templated: boolean,
+  seed: number,
+  stop: number,
+): number {
   pieceCount = 0;
   copied = start;
   // Each segment: its flags (for isId) in one tight pass over its bytes; then, unless it is an id,
@@ -151,7 +193,7 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
     for (; i < to; i++) {
       c = b[i];
       const f = SCAN[c];
-      if ((f & TERM) !== 0) break;
+      if ((f & stop) !== 0) break;
       all |= f;
     }
     // The segment [seg, i) ends at `/`, `?`, `#` or the end of the target.
@@ -176,6 +218,7 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
     i++;
   }
   const end = i < to ? i : to;
+  stoppedAt = end;
   if (start >= end) {
     hash = mix(seed, 47);
     return 0;

@@ -159,13 +159,16 @@ export class LogAggregator {
 
   #stats(rec: LogRecord): EndpointStats {
     const b = rec.buf;
-    const n = foldPieces(
-      b,
-      rec.targetAt,
-      rec.targetEnd,
-      rec.templated,
-      bytesHash(b, rec.methodAt, rec.methodEnd),
-    );
+    const n =
+      rec.folded >= 0
+        ? rec.folded
+        : foldPieces(
+            b,
+            rec.targetAt,
+            rec.targetEnd,
+            rec.templated,
+            bytesHash(b, rec.methodAt, rec.methodEnd),
+          );
     const h = foldedHash();
     const head = this.#byHash.get(h);
     let st = head;

@@ -10,8 +10,10 @@
  * `$request_time`, else `$upstream_response_time`.
  *
  * Hot path: byte scans of the line as read (no string is made per line), no regex, no split; the
- * common shapes of the request line and of the tail take fast paths that read each byte once.
+ * common shapes of the request line and of the tail take fast paths that read each byte once (the
+ * path is folded as the request line is read).
  */
+import { bytesHash, foldRequestTarget, requestTargetEnd } from '../fold.ts';
 import {
   closingQuote,
   indexOfByte,
@@ -160,27 +162,28 @@ for (const c of '0123456789 -,:') NUMERIC_TAIL[c.charCodeAt(0)] = 1;
 NUMERIC_TAIL[46] = 2;
 
 /**
- * Fast path of the request line `"METHOD SP target SP protocol"` whose content starts at q1: when it
- * has exactly two spaces and no `\\` or `"` before its closing quote (almost every line), sets the
- * method and the target and returns the closing quote's index, reading each byte once; otherwise -1,
- * and the general path decides (the result is then the same: see the test that runs both).
+ * Fast path of the request line `"METHOD SP /path SP protocol"` whose content starts at q1: when it
+ * has exactly two spaces, a target that starts with `/` and no `\\` or `"` before its closing
+ * quote (almost every line), sets the method and the target, folds the target as it reads it
+ * (foldRequestTarget: rec.folded), and returns the closing quote's index; otherwise -1, and the
+ * general path decides (the result is then the same: see the test that runs both).
  */
 function simpleRequest(b: Uint8Array, q1: number, end: number, rec: LogRecord): number {
   let i = q1;
   while (i < end && REQUEST_STOP[b[i]] === 0) i++;
   if (i === q1 || i >= end || b[i] !== 32) return -1;
   const sp1 = i;
-  i++;
-  while (i < end && REQUEST_STOP[b[i]] === 0) i++;
-  if (i === sp1 + 1 || i >= end || b[i] !== 32) return -1;
-  const sp2 = i;
-  i++;
+  const pieces = foldRequestTarget(b, sp1 + 1, end, bytesHash(b, q1, sp1));
+  if (pieces < 0) return -1;
+  const sp2 = requestTargetEnd();
+  i = sp2 + 1;
   while (i < end && REQUEST_STOP[b[i]] === 0) i++;
   if (i === sp2 + 1 || i >= end || b[i] !== 34) return -1;
   rec.methodAt = q1;
   rec.methodEnd = sp1;
   rec.targetAt = sp1 + 1;
   rec.targetEnd = sp2;
+  rec.folded = pieces;
   return i;
 }
 
@@ -236,6 +239,7 @@ export function parseNginx(b: Buffer, start: number, end: number, rec: LogRecord
   }
   if (rb + 2 >= end || b[rb + 1] !== 32 || b[rb + 2] !== 34) return false;
   rec.buf = b;
+  rec.folded = -1;
   rec.timeAt = lb + 2;
   rec.time = Number.NaN;
   const q1 = rb + 3;
