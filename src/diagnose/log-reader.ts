@@ -293,6 +293,11 @@ export interface WorkerReply {
   state: AggregateState;
 }
 
+/**
+ * Reads a plain file with `threads` threads: this one and threads - 1 workers claim its pieces. The
+ * sums are those of one thread, except past MAX_ENDPOINTS: which endpoints get their own row then
+ * depends on which thread saw them first (the rest is summed under OTHER_ENDPOINTS either way).
+ */
 async function readWithThreads(
   src: { path: string; fd: number; size: number },
   parser: LogParser,
