@@ -46,11 +46,14 @@ for (let c = 0; c < 256; c++) if ((FLAGS[c] & (DIGIT | LOWER | UPPER)) !== 0) NO
 for (const c of 'ILOUilou') NOT_CROCKFORD[c.charCodeAt(0)] = 1;
 
 // The one table foldPieces reads per byte: FLAGS plus what isIdSegment derives, and the bytes that
-// end a segment (`/`, `?`, `#`), so the hot loop is a lookup, an OR and a multiply per byte.
+// end a segment (`/`, `?`, `#`) or a target in a request line, so the hot loop is a lookup, a test
+// and an OR per byte.
 const NOT_HEX = 256;
 const NOT_CROCK = 512;
 const DOT = 1024;
 const TERM = 2048;
+/** Space, `"` and `\\`: end a target inside a request line (foldRequestTarget). */
+const STOP = 4096;
 const SCAN = new Uint16Array(256);
 for (let c = 0; c < 256; c++)
   SCAN[c] =
@@ -58,7 +61,8 @@ for (let c = 0; c < 256; c++)
     ((FLAGS[c] & (DIGIT | HEX_LETTER)) === 0 ? NOT_HEX : 0) |
     (NOT_CROCKFORD[c] ? NOT_CROCK : 0) |
     (c === 46 ? DOT : 0) |
-    (c === 47 || c === 63 || c === 35 ? TERM : 0);
+    (c === 47 || c === 63 || c === 35 ? TERM : 0) |
+    (c === 32 || c === 34 || c === 92 ? STOP : 0);
 
 /** Whether b[start, end) is an id that folds to `:id`. */
 export function isIdSegment(b: Uint8Array, start: number, end: number): boolean {
@@ -68,13 +72,18 @@ export function isIdSegment(b: Uint8Array, start: number, end: number): boolean 
   return (all & TERM) === 0 && isIdFlags(b, start, end, all);
 }
 
+/** Hex digits, either case. */
+const HEX = new Uint8Array(256);
+for (let c = 0; c < 256; c++) HEX[c] = (FLAGS[c] & (DIGIT | HEX_LETTER)) !== 0 ? 1 : 0;
+
+/** Whether b[s, s + 36) is a UUID: 8-4-4-4-12 hex digits. */
 function isUuid(b: Uint8Array, s: number): boolean {
-  for (let i = 0; i < 36; i++) {
-    const c = b[s + i];
-    if (i === 8 || i === 13 || i === 18 || i === 23) {
-      if (c !== 45) return false;
-    } else if ((FLAGS[c] & (DIGIT | HEX_LETTER)) === 0) return false;
-  }
+  if (b[s + 8] !== 45 || b[s + 13] !== 45 || b[s + 18] !== 45 || b[s + 23] !== 45) return false;
+  for (let i = s; i < s + 8; i++) if (HEX[b[i]] === 0) return false;
+  for (let i = s + 9; i < s + 13; i++) if (HEX[b[i]] === 0) return false;
+  for (let i = s + 14; i < s + 18; i++) if (HEX[b[i]] === 0) return false;
+  for (let i = s + 19; i < s + 23; i++) if (HEX[b[i]] === 0) return false;
+  for (let i = s + 24; i < s + 36; i++) if (HEX[b[i]] === 0) return false;
   return true;
 }
 
@@ -133,23 +142,61 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
       }
     }
   }
+  return foldFrom(b, start, to, templated, seed, TERM);
+}
+
+/** Where the segment loop of the last fold stopped (a `?`, `#`, a STOP byte or the end). */
+let stoppedAt = 0;
+
+/**
+ * Folds the target of a request line: the plain path (starting with `/`) at b[from…] that ends at
+ * the first space before `to`, its query skipped; returns its pieces as foldPieces does, and the
+ * space is at requestTargetEnd(). Returns -1, having folded nothing usable, when the target is not
+ * that: no `/` first, a `"` or `\\` before the space, no space. It reads each byte of the path once,
+ * for parsers that would otherwise scan the target to find its end and then fold it; on the same
+ * target, foldPieces(b, from, requestTargetEnd()) gives the same pieces and hash.
+ */
+export function foldRequestTarget(b: Uint8Array, from: number, to: number, seed: number): number {
+  if (b[from] !== 47) return -1;
+  const n = foldFrom(b, from, to, false, seed, TERM | STOP);
+  let i = stoppedAt;
+  while (i < to && (SCAN[b[i]] & STOP) === 0) i++; // the query, if any
+  if (i >= to || b[i] !== 32) return -1;
+  stoppedAt = i;
+  return n;
+}
+
+/** The index of the space that ended the target of the last successful foldRequestTarget. */
+export function requestTargetEnd(): number {
+  return stoppedAt;
+}
+
+/** foldPieces from the path's first byte; `stop`: the SCAN bits that end the target. */
+function foldFrom(
+  b: Uint8Array,
+  start: number,
+  to: number,
+  templated: boolean,
+  seed: number,
+  stop: number,
+): number {
   pieceCount = 0;
   copied = start;
-  hash = seed;
-  // Each segment: its flags (for isId), and its FNV hash, in the same pass.
-  let seg = start;
-  let all = 0;
-  let segHash = FNV_OFFSET;
+  // Each segment: its flags (for isId) in one tight pass over its bytes; then, unless it is an id,
+  // its FNV hash (ids, most of the bytes of a target, are never hashed).
+  let h = seed;
   let i = start;
-  for (; ; i++) {
-    const c = i < to ? b[i] : 47;
-    const f = SCAN[c];
-    if ((f & TERM) === 0) {
+  for (;;) {
+    const seg = i;
+    let all = 0;
+    let c = 47;
+    for (; i < to; i++) {
+      c = b[i];
+      const f = SCAN[c];
+      if ((f & stop) !== 0) break;
       all |= f;
-      segHash = Math.imul(segHash ^ c, FNV_PRIME);
-      continue;
     }
-    // End of a segment [seg, i).
+    // The segment [seg, i) ends at `/`, `?`, `#` or the end of the target.
     if (i > seg) {
       if (!templated && isIdFlags(b, seg, i, all)) {
         pushLiteral(seg);
@@ -159,24 +206,24 @@ export function foldPieces(b: Uint8Array, from: number, to: number, templated = 
           pieceCount++;
           copied = i;
         }
-        hash = mix(hash, ID_HASH);
-      } else if (!templated && (all & DOT) !== 0 && foldDotted(b, seg, i)) {
-        // foldDotted pushed the pieces and mixed their hashes.
+        h = mix(h, ID_HASH);
+      } else if (!templated && (all & DOT) !== 0 && foldDotted(b, seg, i, h)) {
+        h = hash; // foldDotted pushed the pieces and mixed their hashes into `hash`
       } else if (i - seg === 3 && b[seg] === 58 && b[seg + 1] === 105 && b[seg + 2] === 100) {
-        hash = mix(hash, ID_HASH); // a literal `:id` (a logged route template) is the same endpoint
-      } else hash = mix(hash, segHash);
+        h = mix(h, ID_HASH); // a literal `:id` (a logged route template) is the same endpoint
+      } else h = mix(h, bytesHash(b, seg, i));
     }
     if (i >= to || c !== 47) break;
-    hash = mix(hash, 47);
-    seg = i + 1;
-    all = 0;
-    segHash = FNV_OFFSET;
+    h = mix(h, 47);
+    i++;
   }
   const end = i < to ? i : to;
+  stoppedAt = end;
   if (start >= end) {
     hash = mix(seed, 47);
     return 0;
   }
+  hash = h;
   pushLiteral(end);
   return pieceCount;
 }
@@ -200,7 +247,12 @@ function isIdFlags(b: Uint8Array, start: number, end: number, all: number): bool
  * A dotted segment that is not an id as a whole: folds its parts that are (the first part, or a part
  * of 8+ characters). Pushes pieces and mixes hashes when something folds; false when nothing does.
  */
-function foldDotted(b: Uint8Array, seg: number, end: number): boolean {
+function foldDotted(b: Uint8Array, seg: number, end: number, h: number): boolean {
+  // Most dotted segments (`page35.html`, `v1.2`): the first part is no id and the others are too short.
+  let dot = seg;
+  while (dot < end && b[dot] !== 46) dot++;
+  if (end - dot < 9 && !isIdSegment(b, seg, dot)) return false;
+  hash = h;
   let part = seg;
   let folded = false;
   /** Hash of the literal bytes since the last id part. */

@@ -2,8 +2,10 @@
  * Reads access logs for `sluice logs`: files or `-` (stdin), gzip-compressed or not (told by the first
  * two bytes, whatever the name), line by line in chunks of bytes (parsers read the bytes in place: no
  * string per line), detecting the format from the first lines unless one is given. Lines that do not
- * parse are counted, never fatal. A large plain file is split at line boundaries and read by several
- * worker threads (log-worker.ts), whose sums are merged: parsing is the hot path.
+ * parse are counted, never fatal. A large plain file is read by several threads at once (this one
+ * and log-worker.ts ones): it is cut into pieces of PIECE_BYTES, each thread claims the next piece
+ * from a shared counter until none is left (a thread slowed by the machine simply reads fewer), and
+ * their sums are merged: parsing is the hot path.
  */
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -136,16 +138,19 @@ export class LineSink {
   }
 }
 
-/** Reads the lines that start in [start, end) of a regular file, with one reused buffer. */
+/** The read buffer of this thread, kept between calls (grown for a line longer than it). */
+let readBuf: Buffer | undefined;
+
+/** Reads the lines that start in [start, end) of a regular file (`start` is a line start). */
 export function readFileRange(fd: number, start: number, end: number, sink: LineSink): void {
-  let buf = Buffer.allocUnsafe(CHUNK);
+  let buf = (readBuf ??= Buffer.allocUnsafe(CHUNK));
   let filled = 0;
   let pos = start;
   while (pos < end) {
     if (filled === buf.length) {
       const bigger = Buffer.allocUnsafe(buf.length * 2); // a line longer than the buffer
       buf.copy(bigger, 0, 0, filled);
-      buf = bigger;
+      buf = readBuf = bigger;
     }
     const n = fs.readSync(fd, buf, filled, Math.min(buf.length - filled, end - pos), pos);
     if (n === 0) break;
@@ -214,77 +219,144 @@ function detectFileFormat(fd: number, size: number): LogParser | null {
   return detectFormat(lines);
 }
 
-/** Offsets that split [0, size) into `parts` ranges starting at line starts. */
-function splitPoints(fd: number, size: number, parts: number): number[] {
-  const points = [0];
-  const probe = Buffer.allocUnsafe(64 * 1024);
-  for (let k = 1; k < parts; k++) {
-    let pos = Math.max(points[points.length - 1], Math.floor((size * k) / parts));
-    for (;;) {
-      const n = fs.readSync(fd, probe, 0, probe.length, pos);
-      if (n === 0) {
-        pos = size;
-        break;
-      }
-      const nl = probe.indexOf(10);
-      if (nl !== -1 && nl < n) {
-        pos += nl + 1;
-        break;
-      }
-      pos += n;
-    }
-    if (pos < size && pos > points[points.length - 1]) points.push(pos);
+/** Bytes per piece of a file read by several threads. */
+export const PIECE_BYTES = 8 * 1024 * 1024;
+
+/** The first line start at or after `pos` in a file of `size` bytes (size when there is none). */
+function lineStartFrom(fd: number, pos: number, size: number): number {
+  if (pos <= 0) return 0;
+  if (pos >= size) return size;
+  let probe = Buffer.allocUnsafe(4096);
+  for (let at = pos - 1; at < size; ) {
+    if (at > pos && probe.length < 65536) probe = Buffer.allocUnsafe(65536); // a long line: bigger steps
+    const n = fs.readSync(fd, probe, 0, probe.length, at);
+    if (n === 0) break;
+    const nl = probe.indexOf(10);
+    if (nl !== -1 && nl < n) return at + nl + 1;
+    at += n;
   }
-  points.push(size);
-  return points;
+  return size;
 }
 
-/** What a worker thread sends back. */
+/** What one thread read of a file cut into pieces. */
+export interface PiecesRead {
+  /** The pieces it read, in order, and how many lines each held: [piece, lines, ...]. */
+  pieces: number[];
+  unparsed: number;
+  /** Its first line that did not parse: in which piece, its number within the piece, its text. */
+  firstUnparsed?: { piece: number; line: number; text: string };
+}
+
+/**
+ * Reads pieces of `pieceBytes` of a file into `sink` while there are some left: each is claimed by
+ * incrementing the shared counter `next`, and holds the lines that start in it.
+ */
+export function readPieces(
+  fd: number,
+  size: number,
+  pieceBytes: number,
+  next: Int32Array,
+  sink: LineSink,
+): PiecesRead {
+  const count = Math.ceil(size / pieceBytes);
+  const read: PiecesRead = { pieces: [], unparsed: 0 };
+  const result = sink.result;
+  for (let k = Atomics.add(next, 0, 1); k < count; k = Atomics.add(next, 0, 1)) {
+    const before = result.lines;
+    const start = lineStartFrom(fd, k * pieceBytes, size);
+    const nominalEnd = Math.min(size, (k + 1) * pieceBytes);
+    // No line starts in a piece that a long line covers.
+    const end = start >= nominalEnd ? start : lineStartFrom(fd, nominalEnd, size);
+    if (start < end) readFileRange(fd, start, end, sink);
+    read.pieces.push(k, result.lines - before);
+    if (result.firstUnparsed && !read.firstUnparsed)
+      read.firstUnparsed = {
+        piece: k,
+        line: result.firstUnparsed.line - before,
+        text: result.firstUnparsed.text,
+      };
+  }
+  read.unparsed = result.unparsed;
+  return read;
+}
+
+/** What a worker thread is given, and what it sends back. */
+export interface WorkerTask {
+  path: string;
+  size: number;
+  pieceBytes: number;
+  next: Int32Array;
+  format: LogFormat;
+}
 export interface WorkerReply {
-  result: FileResult;
+  read: PiecesRead;
   state: AggregateState;
 }
 
+/**
+ * Reads a plain file with `threads` threads: this one and threads - 1 workers claim its pieces. The
+ * sums are those of one thread, except past MAX_ENDPOINTS: which endpoints get their own row then
+ * depends on which thread saw them first (the rest is summed under OTHER_ENDPOINTS either way).
+ */
 async function readWithThreads(
   src: { path: string; fd: number; size: number },
   parser: LogParser,
   agg: LogAggregator,
   threads: number,
+  pieceBytes: number,
 ): Promise<FileResult> {
-  const points = splitPoints(src.fd, src.size, threads);
-  const replies = await Promise.all(
-    points.slice(0, -1).map(
-      (start, i) =>
-        new Promise<WorkerReply>((resolve, reject) => {
-          const w = new Worker(new URL('./log-worker.ts', import.meta.url), {
-            workerData: { path: src.path, start, end: points[i + 1], format: parser.format },
-          });
-          w.once('message', (m: WorkerReply) => resolve(m));
-          w.once('error', reject);
-          w.once('exit', (code) => code !== 0 && reject(new Error(`log reader thread exited ${code}`)));
-        }),
-    ),
+  const task: WorkerTask = {
+    path: src.path,
+    size: src.size,
+    pieceBytes,
+    next: new Int32Array(new SharedArrayBuffer(4)),
+    format: parser.format,
+  };
+  const replies = Array.from(
+    { length: threads - 1 },
+    () =>
+      new Promise<WorkerReply>((resolve, reject) => {
+        const w = new Worker(new URL('./log-worker.ts', import.meta.url), { workerData: task });
+        w.once('message', (m: WorkerReply) => resolve(m));
+        w.once('error', reject);
+        w.once('exit', (code) => code !== 0 && reject(new Error(`log reader thread exited ${code}`)));
+      }),
   );
-  const result: FileResult = { path: src.path, format: parser.format, lines: 0, unparsed: 0 };
-  for (const { result: part, state } of replies) {
+  // This thread reads too, into `agg` directly, while the workers start.
+  const sink = new LineSink(src.path, agg, parser);
+  const reads = [readPieces(src.fd, src.size, pieceBytes, task.next, sink)];
+  for (const { read, state } of await Promise.all(replies)) {
     agg.merge(state);
-    if (part.firstUnparsed && !result.firstUnparsed)
-      result.firstUnparsed = { line: result.lines + part.firstUnparsed.line, text: part.firstUnparsed.text };
-    result.lines += part.lines;
-    result.unparsed += part.unparsed;
+    reads.push(read);
+  }
+  // Line numbers: the lines of the pieces before.
+  const lines: number[] = new Array(Math.ceil(src.size / pieceBytes)).fill(0);
+  for (const r of reads) for (let i = 0; i < r.pieces.length; i += 2) lines[r.pieces[i]] = r.pieces[i + 1];
+  const result: FileResult = { path: src.path, format: parser.format, lines: 0, unparsed: 0 };
+  for (const n of lines) result.lines += n;
+  let first: PiecesRead['firstUnparsed'];
+  for (const r of reads) {
+    result.unparsed += r.unparsed;
+    if (r.firstUnparsed && (!first || r.firstUnparsed.piece < first.piece)) first = r.firstUnparsed;
+  }
+  if (first) {
+    let line = first.line;
+    for (let k = 0; k < first.piece; k++) line += lines[k];
+    result.firstUnparsed = { line, text: first.text };
   }
   return result;
 }
 
 /**
  * Reads one log into `agg`. `forced`: the format of every line; otherwise detected. A plain file of
- * `threadsFromBytes` or more is read by `threads` worker threads.
+ * `threadsFromBytes` or more is read by `threads` threads (this one and worker threads), in pieces
+ * of `pieceBytes`.
  */
 export async function readLog(
   src: LogSource,
   agg: LogAggregator,
   forced: LogParser | undefined,
-  opts: { threads?: number; threadsFromBytes?: number } = {},
+  opts: { threads?: number; threadsFromBytes?: number; pieceBytes?: number } = {},
 ): Promise<FileResult> {
   if (src.kind === 'stream') {
     const sink = new LineSink(src.path, agg, forced);
@@ -306,7 +378,7 @@ export async function readLog(
     const threads = opts.threads ?? threadCount();
     if (threads > 1 && src.size >= (opts.threadsFromBytes ?? THREADS_FROM_BYTES)) {
       const parser = forced ?? detectFileFormat(src.fd, src.size);
-      if (parser) return await readWithThreads(src, parser, agg, threads);
+      if (parser) return await readWithThreads(src, parser, agg, threads, opts.pieceBytes ?? PIECE_BYTES);
     }
     const sink = new LineSink(src.path, agg, forced);
     readFileRange(src.fd, 0, src.size, sink);

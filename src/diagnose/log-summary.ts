@@ -62,8 +62,9 @@ export interface EndpointDetail {
 export interface EndpointState {
   hash: number;
   name: string;
-  method: Uint8Array;
-  path: Uint8Array;
+  /** The method's and the folded path's bytes, as latin1 strings (cheaper to send than byte arrays). */
+  method: string;
+  path: string;
   requests: number;
   s504: number;
   s502: number;
@@ -159,13 +160,16 @@ export class LogAggregator {
 
   #stats(rec: LogRecord): EndpointStats {
     const b = rec.buf;
-    const n = foldPieces(
-      b,
-      rec.targetAt,
-      rec.targetEnd,
-      rec.templated,
-      bytesHash(b, rec.methodAt, rec.methodEnd),
-    );
+    const n =
+      rec.folded >= 0
+        ? rec.folded
+        : foldPieces(
+            b,
+            rec.targetAt,
+            rec.targetEnd,
+            rec.templated,
+            bytesHash(b, rec.methodAt, rec.methodEnd),
+          );
     const h = foldedHash();
     const head = this.#byHash.get(h);
     let st = head;
@@ -193,8 +197,8 @@ export class LogAggregator {
     const one = (st: EndpointStats): EndpointState => ({
       hash: st.hash,
       name: st.name,
-      method: st.method,
-      path: st.path,
+      method: Buffer.from(st.method).toString('latin1'),
+      path: Buffer.from(st.path).toString('latin1'),
       requests: st.requests,
       s504: st.s504,
       s502: st.s502,
@@ -237,16 +241,17 @@ export class LogAggregator {
       if (e.budgetMax > st.budgetMax) st.budgetMax = e.budgetMax;
     };
     for (const e of state.endpoints) {
+      const method = Buffer.from(e.method, 'latin1');
+      const path = Buffer.from(e.path, 'latin1');
       const head = this.#byHash.get(e.hash);
       let st = head;
-      while (st !== undefined && !(sameBytes(st.method, e.method) && sameBytes(st.path, e.path)))
-        st = st.next;
+      while (st !== undefined && !(sameBytes(st.method, method) && sameBytes(st.path, path))) st = st.next;
       if (st === undefined) {
         if (this.#list.length >= this.#maxEndpoints) {
           into((this.#other ??= new EndpointStats(OTHER_ENDPOINTS, new Uint8Array(0), new Uint8Array(0))), e);
           continue;
         }
-        st = new EndpointStats(e.name, e.method, e.path);
+        st = new EndpointStats(e.name, method, path);
         st.hash = e.hash;
         st.next = head;
         this.#byHash.set(e.hash, st);

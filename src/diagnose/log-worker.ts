@@ -1,22 +1,17 @@
-/** A worker thread of `sluice logs`: reads one byte range of a file and sends its sums back. */
+/** A worker thread of `sluice logs`: reads pieces of a file (log-reader.ts) and sends its sums back. */
 import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import type { LogFormat } from './formats/record.ts';
-import { LineSink, parserOf, readFileRange, type WorkerReply } from './log-reader.ts';
+import { LineSink, parserOf, readPieces, type WorkerReply, type WorkerTask } from './log-reader.ts';
 import { LogAggregator } from './log-summary.ts';
 
-const { path, start, end, format } = workerData as {
-  path: string;
-  start: number;
-  end: number;
-  format: LogFormat;
-};
+const { path, size, pieceBytes, next, format } = workerData as WorkerTask;
 const agg = new LogAggregator();
 const sink = new LineSink(path, agg, parserOf(format));
 const fd = fs.openSync(path, 'r');
+let read: WorkerReply['read'];
 try {
-  readFileRange(fd, start, end, sink);
+  read = readPieces(fd, size, pieceBytes, next, sink);
 } finally {
   fs.closeSync(fd);
 }
-parentPort?.postMessage({ result: sink.finish(), state: agg.export() } satisfies WorkerReply);
+parentPort?.postMessage({ read, state: agg.export() } satisfies WorkerReply);

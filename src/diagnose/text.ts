@@ -11,8 +11,17 @@ export function ms(v: number | null | undefined): string {
   return `${Math.round(v / 1000)}s`;
 }
 
-/** 12345 → "12,345". */
-export const count = (n: number) => n.toLocaleString('en-US');
+/**
+ * 12345 → "12,345". Safe integers by hand: the first toLocaleString of a process loads ICU's number
+ * formatting (~25 ms of `sluice logs` on a small file).
+ */
+export function count(n: number): string {
+  if (!Number.isSafeInteger(n)) return n.toLocaleString('en-US');
+  const digits = String(Math.abs(n));
+  let out = digits.slice(0, ((digits.length - 1) % 3) + 1);
+  for (let i = out.length; i < digits.length; i += 3) out += `,${digits.slice(i, i + 3)}`;
+  return n < 0 ? `-${out}` : out;
+}
 
 /** 0.1234 → "12%", 0.004 → "0.4%", 0 → "0%". */
 export function percent(share: number | null): string {

@@ -9,8 +9,11 @@
  * (a quoted `$http_x_forwarded_for`, `$request_length`, …) are skipped. The latency is
  * `$request_time`, else `$upstream_response_time`.
  *
- * Hot path: byte scans of the line as read (no string is made per line), no regex, no split.
+ * Hot path: byte scans of the line as read (no string is made per line), no regex, no split; the
+ * common shapes of the request line and of the tail take fast paths that read each byte once (the
+ * path is folded as the request line is read).
  */
+import { bytesHash, foldRequestTarget, requestTargetEnd } from '../fold.ts';
 import {
   closingQuote,
   indexOfByte,
@@ -147,25 +150,102 @@ export function parseTail(b: Uint8Array, at: number, end: number, all = true): N
   return tail;
 }
 
-export const nginxParser: LogParser = {
-  format: 'nginx',
-  phases: false,
-  parse(b: Buffer, start: number, end: number, rec: LogRecord): boolean {
-    // `$remote_addr - $remote_user [`: the first ` [`.
-    let lb = start;
-    for (; lb < end - 1; lb++) if (b[lb] === 32 && b[lb + 1] === 91) break;
-    // `[10/Oct/2000:13:55:36 -0700] "`: fixed width, unless `$time_iso8601` or the like.
-    let rb = lb + 28;
-    if (rb + 2 >= end || b[rb] !== 93) {
-      rb = indexOfByte(b, 93, lb + 2, Math.min(end, lb + 48));
-      if (rb === -1) return false;
+/** Bytes that end a field of the request line on its fast path: space, `"` and `\\`. */
+const REQUEST_STOP = new Uint8Array(256);
+REQUEST_STOP[32] = 1;
+REQUEST_STOP[34] = 1;
+REQUEST_STOP[92] = 1;
+
+/** The bytes of a tail of bare numbers: 1 for digits, space, `-`, `,`, `:`; 2 for `.`. */
+const NUMERIC_TAIL = new Uint8Array(256);
+for (const c of '0123456789 -,:') NUMERIC_TAIL[c.charCodeAt(0)] = 1;
+NUMERIC_TAIL[46] = 2;
+
+/**
+ * Fast path of the request line `"METHOD SP /path SP protocol"` whose content starts at q1: when it
+ * has exactly two spaces, a target that starts with `/` and no `\\` or `"` before its closing
+ * quote (almost every line), sets the method and the target, folds the target as it reads it
+ * (foldRequestTarget: rec.folded), and returns the closing quote's index; otherwise -1, and the
+ * general path decides (the result is then the same: see the test that runs both).
+ */
+function simpleRequest(b: Uint8Array, q1: number, end: number, rec: LogRecord): number {
+  let i = q1;
+  while (i < end && REQUEST_STOP[b[i]] === 0) i++;
+  if (i === q1 || i >= end || b[i] !== 32) return -1;
+  const sp1 = i;
+  const pieces = foldRequestTarget(b, sp1 + 1, end, bytesHash(b, q1, sp1));
+  if (pieces < 0) return -1;
+  const sp2 = requestTargetEnd();
+  i = sp2 + 1;
+  while (i < end && REQUEST_STOP[b[i]] === 0) i++;
+  if (i === sp2 + 1 || i >= end || b[i] !== 34) return -1;
+  rec.methodAt = q1;
+  rec.methodEnd = sp1;
+  rec.targetAt = sp1 + 1;
+  rec.targetEnd = sp2;
+  rec.folded = pieces;
+  return i;
+}
+
+/**
+ * Fast path of the tail when it starts with `$request_time` as nginx writes it (` 0.123`, then a
+ * space or the end): its value in seconds; NaN otherwise, and parseTail decides.
+ */
+function leadingRequestTime(b: Uint8Array, at: number, end: number): number {
+  if (b[at] !== 32) return Number.NaN;
+  let i = at + 1;
+  let v = 0;
+  const intStart = i;
+  for (; i < end; i++) {
+    const d = b[i] - 48;
+    if (!(d >= 0 && d <= 9)) break;
+    v = v * 10 + d;
+  }
+  if (i === intStart || i - intStart > 7 || i >= end || b[i] !== 46) return Number.NaN;
+  i++;
+  let scale = 1;
+  for (; i < end; i++) {
+    const d = b[i] - 48;
+    if (!(d >= 0 && d <= 9)) break;
+    v = v * 10 + d;
+    scale *= 10;
+  }
+  if (i < end && b[i] !== 32) return Number.NaN;
+  return scale > 1 ? v / scale : v;
+}
+
+/**
+ * Parses one nginx line into `rec`. `fast`: take the fast paths (simpleRequest, leadingRequestTime)
+ * where they apply; false only in tests, which check that both ways give the same record.
+ */
+export function parseNginx(b: Buffer, start: number, end: number, rec: LogRecord, fast: boolean): boolean {
+  // `$remote_addr - $remote_user [`: the first ` [`.
+  let lb = start;
+  for (let i = start + 1; ; i++) {
+    if (i >= end) {
+      lb = end - 1;
+      break;
     }
-    if (rb + 2 >= end || b[rb + 1] !== 32 || b[rb + 2] !== 34) return false;
-    rec.buf = b;
-    rec.timeAt = lb + 2;
-    rec.time = Number.NaN;
-    const q1 = rb + 3;
-    const q2 = closingQuote(b, q1, end);
+    if (b[i] === 91 && b[i - 1] === 32) {
+      lb = i - 1;
+      break;
+    }
+  }
+  // `[10/Oct/2000:13:55:36 -0700] "`: fixed width, unless `$time_iso8601` or the like.
+  let rb = lb + 28;
+  if (rb + 2 >= end || b[rb] !== 93) {
+    rb = indexOfByte(b, 93, lb + 2, Math.min(end, lb + 48));
+    if (rb === -1) return false;
+  }
+  if (rb + 2 >= end || b[rb + 1] !== 32 || b[rb + 2] !== 34) return false;
+  rec.buf = b;
+  rec.folded = -1;
+  rec.timeAt = lb + 2;
+  rec.time = Number.NaN;
+  const q1 = rb + 3;
+  let q2 = fast ? simpleRequest(b, q1, end, rec) : -1;
+  if (q2 === -1) {
+    q2 = closingQuote(b, q1, end);
     if (q2 === -1) return false;
     // The request line: METHOD SP target SP protocol (`-` or garbage when the client sent no request).
     const sp1 = indexOfByte(b, 32, q1, q2);
@@ -182,52 +262,64 @@ export const nginxParser: LogParser = {
       rec.targetAt = sp1 + 1;
       rec.targetEnd = sp2 > sp1 ? sp2 : q2;
     }
-    rec.templated = false;
-    // ` 504 ` then the body size.
-    const st = q2 + 2;
-    if (b[q2 + 1] !== 32 || st + 3 > end) return false;
-    const status = (b[st] - 48) * 100 + (b[st + 1] - 48) * 10 + (b[st + 2] - 48);
-    if (!(status >= 100 && status <= 999) || b[st] > 57 || b[st + 1] > 57 || b[st + 2] > 57) return false;
-    if (st + 3 < end && b[st + 3] !== 32) return false;
-    rec.status = status;
-    rec.timeoutPhase = null;
-    rec.budgetMs = Number.NaN;
-    rec.skip = false;
-    rec.latencyMs = Number.NaN;
-    // Fast path: a tail of bare numbers after the last quote (`… "curl/8.5.0" 1.001 1.000 504`) is
-    // read from the end, without scanning the referer and the user agent.
-    let k = end - 1;
-    let dot = false;
-    for (; k > q2; k--) {
-      const c = b[k];
-      if (c === 46) dot = true;
-      else if (!((c >= 48 && c <= 57) || c === 32 || c === 45 || c === 44 || c === 58)) break;
-    }
-    if (k > q2 && dot && b[k] === 34) {
-      const t = parseTail(b, k + 1, end, false);
-      if (!Number.isNaN(t.requestTime)) rec.latencyMs = t.requestTime * 1000;
-      else if (!Number.isNaN(t.upstreamTime)) rec.latencyMs = t.upstreamTime * 1000;
+  }
+  rec.templated = false;
+  // ` 504 ` then the body size.
+  const st = q2 + 2;
+  if (b[q2 + 1] !== 32 || st + 3 > end) return false;
+  const status = (b[st] - 48) * 100 + (b[st + 1] - 48) * 10 + (b[st + 2] - 48);
+  if (!(status >= 100 && status <= 999) || b[st] > 57 || b[st + 1] > 57 || b[st + 2] > 57) return false;
+  if (st + 3 < end && b[st + 3] !== 32) return false;
+  rec.status = status;
+  rec.timeoutPhase = null;
+  rec.budgetMs = Number.NaN;
+  rec.skip = false;
+  rec.latencyMs = Number.NaN;
+  // A tail of bare numbers after the last quote (`… "curl/8.5.0" 1.001 1.000 504`) is read from the
+  // end, without scanning the referer and the user agent.
+  let k = end - 1;
+  let seen = 0;
+  for (; k > q2; k--) {
+    const t = NUMERIC_TAIL[b[k]];
+    if (t === 0) break;
+    seen |= t;
+  }
+  if (k > q2 && (seen & 2) !== 0 && b[k] === 34) {
+    const rt = fast ? leadingRequestTime(b, k + 1, end) : Number.NaN;
+    if (rt >= 0) {
+      rec.latencyMs = rt * 1000;
       return true;
     }
-    let at = indexOfByte(b, 32, st + 4, end);
-    if (at === -1) return true;
-    // Referer and user agent (combined), then the tail.
-    if (b[at + 1] === 34) {
-      const r = closingQuote(b, at + 2, end);
-      if (r === -1) return false;
-      at = r + 1;
-      if (b[at] === 32 && b[at + 1] === 34) {
-        const u = closingQuote(b, at + 2, end);
-        if (u === -1) return false;
-        at = u + 1;
-      }
-    }
-    if (at >= end) return true;
-    const t = parseTail(b, at, end, false);
+    const t = parseTail(b, k + 1, end, false);
     if (!Number.isNaN(t.requestTime)) rec.latencyMs = t.requestTime * 1000;
     else if (!Number.isNaN(t.upstreamTime)) rec.latencyMs = t.upstreamTime * 1000;
     return true;
-  },
+  }
+  let at = indexOfByte(b, 32, st + 4, end);
+  if (at === -1) return true;
+  // Referer and user agent (combined), then the tail.
+  if (b[at + 1] === 34) {
+    const r = closingQuote(b, at + 2, end);
+    if (r === -1) return false;
+    at = r + 1;
+    if (b[at] === 32 && b[at + 1] === 34) {
+      const u = closingQuote(b, at + 2, end);
+      if (u === -1) return false;
+      at = u + 1;
+    }
+  }
+  if (at >= end) return true;
+  const t = parseTail(b, at, end, false);
+  if (!Number.isNaN(t.requestTime)) rec.latencyMs = t.requestTime * 1000;
+  else if (!Number.isNaN(t.upstreamTime)) rec.latencyMs = t.upstreamTime * 1000;
+  return true;
+}
+
+export const nginxParser: LogParser = {
+  format: 'nginx',
+  phases: false,
+  parse: (b: Buffer, start: number, end: number, rec: LogRecord): boolean =>
+    parseNginx(b, start, end, rec, true),
   time(rec: LogRecord): number {
     const b = rec.buf;
     const at = rec.timeAt;

@@ -20,6 +20,11 @@ export interface LogRecord {
   targetEnd: number;
   /** The target is already a template (API Gateway's `resourcePath`): not folded. */
   templated: boolean;
+  /**
+   * -1, or the parser folded the target while reading it (fold.ts foldRequestTarget): how many
+   * pieces, which fold.ts still holds (PIECES, foldedHash) when the record is summed.
+   */
+  folded: number;
   status: number;
   /** Latency in ms as the log states it (request time, total), NaN when the line has none. */
   latencyMs: number;
@@ -43,6 +48,7 @@ export function newRecord(): LogRecord {
     targetAt: 0,
     targetEnd: 0,
     templated: false,
+    folded: -1,
     status: 0,
     latencyMs: Number.NaN,
     timeoutPhase: null,
