@@ -214,6 +214,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   }
   observability.start();
   observability.setProviders({
+    viewers: () => ({ connected: events.size, dropped: events.dropped }),
     cache: () => {
       const c = gateway.cache;
       return { results: c.results, capacity: c.store.capacity, ...c.store.counters };

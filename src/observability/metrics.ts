@@ -55,6 +55,8 @@ export interface MetricProviders {
   circuits?: () => Record<string, CircuitState>;
   /** Health of every target → `sluice_target_healthy{upstream,target}` (1 healthy, 0 not). */
   targets?: () => Iterable<{ upstream: string; target: string; healthy: boolean }>;
+  /** Live views on GET /api/events: connected now, and dropped for not reading since start. */
+  viewers?: () => { connected: number; dropped: number };
   /** The response cache: requests by route and result, and the store's entries, bytes and evictions. */
   cache?: () => {
     results: ReadonlyMap<string, ReadonlyMap<string, number>>;
@@ -598,6 +600,25 @@ export class Metrics {
           this.reset();
           for (const [upstream, state] of Object.entries(providers().circuits?.() ?? {}))
             this.set({ upstream }, CIRCUIT_VALUE[state]);
+        },
+      });
+    }
+    if (p.viewers && !this.registry.getSingleMetric('sluice_admin_event_viewers')) {
+      new Gauge({
+        name: 'sluice_admin_event_viewers',
+        help: 'Live views (dashboards, curl) connected to GET /api/events.',
+        registers,
+        collect() {
+          this.set(providers().viewers?.().connected ?? 0);
+        },
+      });
+      new Counter({
+        name: 'sluice_admin_event_viewers_dropped_total',
+        help: 'Live views dropped because they stopped reading (more than 1 MiB waiting for them).',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(providers().viewers?.().dropped ?? 0);
         },
       });
     }

@@ -32,6 +32,9 @@ routes:
     const stats = await sub.next('stats', () => true, 3_000);
     assert.equal(sub.status(), 200);
     assert.match(sub.type(), /^text\/event-stream/);
+    const metrics = await (await fetch(`http://127.0.0.1:${gw.sluice.adminPort}/metrics`)).text();
+    assert.match(metrics, /^sluice_admin_event_viewers 1$/m);
+    assert.match(metrics, /^sluice_admin_event_viewers_dropped_total 0$/m);
     assert.deepEqual(
       (stats.routes as { route: string }[]).map((r) => r.route),
       ['api'],
