@@ -430,7 +430,7 @@ export async function wrk(
 
 const isRoot = process.getuid?.() === 0;
 
-function nginxConf(dir: string, port: number, body: string, extra = ''): string {
+export function nginxConf(dir: string, port: number, body: string, extra = ''): string {
   for (const t of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'])
     mkdirSync(path.join(dir, `${t}_temp`), { recursive: true });
   return `${isRoot ? 'user root;' : ''}
@@ -457,7 +457,7 @@ ${body}
 `;
 }
 
-function startNginx(name: string, core: number, dir: string, conf: string): Proc {
+export function startNginx(name: string, core: number, dir: string, conf: string): Proc {
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'nginx.conf'), conf);
   const args = [
