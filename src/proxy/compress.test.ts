@@ -385,6 +385,7 @@ describe('encoded bodies decode byte for byte', () => {
     test(`${e}: compressingWriter into a Writable, a wrong size hint, and an empty body`, async () => {
       for (const [body, sizeHint] of [
         [BODY.subarray(0, 300_000), 2000],
+        [BODY.subarray(0, 100_000), 10],
         [BODY.subarray(0, 5000), 1 << 30],
         [Buffer.alloc(0), undefined],
       ] as const) {
@@ -418,43 +419,49 @@ describe('encoded bodies decode byte for byte', () => {
 });
 
 describe('flush policy', () => {
-  function countFlushes(enc: Transform & { flush(kind?: number): void }): () => number {
-    let n = 0;
+  type Flushable = Transform & { flush(kind?: number, cb?: () => void): void };
+  /** Counts the encoder's flushes, and those whose output is out. */
+  function countFlushes(enc: Flushable): { started: () => number; done: () => number } {
+    let started = 0;
+    let done = 0;
     const flush = enc.flush.bind(enc);
     enc.flush = (kind?: number) => {
-      n++;
-      flush(kind);
+      started++;
+      flush(kind, () => done++);
     };
-    return () => n;
+    return { started: () => started, done: () => done };
   }
   const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  async function waitFor(what: string, cond: () => boolean): Promise<void> {
+    for (const deadline = Date.now() + 5000; !cond(); await tick(5))
+      if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+  }
 
   for (const e of ALL) {
     test(`${e}: one flush per burst, none for the chunks of a fast body, decodable after each pause`, async () => {
-      const enc = createEncoder(e) as Transform & { flush(kind?: number): void };
+      const enc = createEncoder(e) as Flushable;
       const flushes = countFlushes(enc);
-      const out: Buffer[] = [];
-      enc.on('data', (c: Buffer) => out.push(c));
+      const dec = decompressor(e);
+      enc.pipe(dec);
+      let decoded = '';
+      dec.on('data', (c: Buffer) => (decoded += c.toString('latin1')));
       const text = BODY.subarray(0, 400 * 1024);
       // A fast body: 100 chunks written in one turn.
       for (let i = 0; i < 100; i++) enc.write(text.subarray(i * 4096, (i + 1) * 4096));
-      await tick(100);
-      assert.equal(flushes(), 1);
-      const dec = decompressor(e);
-      const decoded: Buffer[] = [];
-      dec.on('data', (c: Buffer) => decoded.push(c));
-      dec.write(Buffer.concat(out.splice(0)));
-      await tick(20);
-      assert.equal(Buffer.concat(decoded).length, 100 * 4096, 'everything written so far decodes');
+      await waitFor('the flush after the burst', () => flushes.done() === 1);
+      await waitFor('everything written so far decoded', () => decoded.length === text.length);
+      assert.equal(flushes.started(), 1);
       // Drips: each one flushed on its own.
       for (let i = 0; i < 3; i++) {
         enc.write(Buffer.from(`drip ${i}\n`));
-        await tick(30);
-        assert.equal(flushes(), 2 + i);
+        await waitFor(`drip ${i} decoded`, () => decoded.endsWith(`drip ${i}\n`));
+        await tick(10);
+        assert.equal(flushes.started(), 2 + i);
       }
       enc.end();
-      await once(enc, 'end');
-      assert.equal(flushes(), 4, 'no flush after end');
+      await once(dec, 'end');
+      assert.equal(flushes.started(), 4, 'no flush at the end');
+      assert.equal(decoded, `${text.toString('latin1')}drip 0\ndrip 1\ndrip 2\n`);
     });
   }
 });
