@@ -14,6 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CacheConfig } from '../config/resolve.ts';
 import { type GatewayError, sendProblem, upstreamTimeout } from '../errors.ts';
 import { type AccessLogEntry, answeredEntry } from '../observability/access-log.ts';
+import { pickEncoding } from '../proxy/compress.ts';
 import { VIA } from '../proxy/headers.ts';
 import type { RouteRuntime } from '../proxy/route-runtime.ts';
 import type { ResponseTap } from '../proxy/tap.ts';
@@ -219,7 +220,14 @@ export class ResponseCache {
   /** A request on a route with a cache. */
   handle(r: CacheRequest): void {
     const method = r.req.method ?? 'GET';
-    const reqHeaders = requestHeaders(r.req);
+    let reqHeaders = requestHeaders(r.req);
+    const compress = r.rt.route.compress;
+    if (compress !== undefined) {
+      // Variants by the coding this route will choose, not by how the client spells Accept-Encoding.
+      const ae = reqHeaders['accept-encoding'];
+      const chosen = ae === undefined ? undefined : pickEncoding(compress.algorithms, ae);
+      reqHeaders = { ...reqHeaders, 'accept-encoding': chosen ?? 'identity' };
+    }
     const key = cacheKey(r.rt.name, r.req.headers.host, r.logPath);
     if (method !== 'GET' && method !== 'HEAD') {
       this.count(r.rt.name, 'bypass');

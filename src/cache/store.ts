@@ -3,6 +3,7 @@
  * route, host and path with query, each key holding up to `vary_limit` variants (Vary), all entries in
  * one least-recently-used order under one byte budget. Bodies are the chunks as they arrived (no copy).
  */
+import { parseAcceptEncoding } from '../proxy/compress.ts';
 import type { HeaderObject, Policy } from './policy.ts';
 
 export interface StoredResponse {
@@ -29,15 +30,25 @@ export interface CacheCounters {
   evictions: number;
 }
 
-/** The request's value of a Vary-named header, normalised for comparison. */
+const CODINGS = ['br', 'gzip', 'zstd'] as const;
+
+/**
+ * The request's value of a Vary-named header, normalised for comparison. Accept-Encoding becomes the
+ * set of codings Sluice can produce that it accepts (`br,gzip`), so that the many spellings of one
+ * browser's header share one compressed variant.
+ */
 export function varyValue(headers: HeaderObject, name: string): string | undefined {
   const v = headers[name];
-  return v === undefined
-    ? undefined
-    : v
-        .trim()
-        .replace(/\s*,\s*/g, ',')
-        .toLowerCase();
+  if (v === undefined) return undefined;
+  if (name === 'accept-encoding') {
+    const q = parseAcceptEncoding(v);
+    const star = q.get('*') ?? 0;
+    return CODINGS.filter((c) => (q.get(c) ?? star) > 0).join(',');
+  }
+  return v
+    .trim()
+    .replace(/\s*,\s*/g, ',')
+    .toLowerCase();
 }
 
 export function cacheKey(route: string, host: string | undefined, path: string): string {

@@ -332,7 +332,9 @@ export function startDemoUpstream(opts: DemoUpstreamOptions = {}): Promise<DemoU
           etag: CATALOG_ETAG,
           'x-demo-generated-at': new Date().toISOString(),
         };
-        if (req.headers['if-none-match'] === CATALOG_ETAG) {
+        // If-None-Match uses weak comparison (RFC 9110 §13.1.2): a W/ tag a cache holds matches too.
+        const inm = String(req.headers['if-none-match'] ?? '');
+        if (inm.split(',').some((t) => t.trim().replace(/^W\//, '') === CATALOG_ETAG)) {
           res.writeHead(304, headers);
           res.end();
           return;

@@ -53,6 +53,8 @@ export interface AccessLogEntry {
   upstream_timing?: Record<string, number>;
   /** The RFC 9211 Cache-Status sent, on routes with a response cache. */
   cache?: string;
+  /** The Content-Encoding Sluice gave the response (compress), when it did; `bytes_out` counts the body before it. */
+  encoding?: string;
 }
 
 export interface AccessLog {

@@ -353,6 +353,11 @@ export interface CompressingWriter {
   readonly bytesIn: number;
   /** Encoded bytes produced so far. */
   readonly bytesOut: number;
+  /**
+   * Sees the encoded body as it goes to `res` (the response cache keeps the encoded variant):
+   * `onData` per encoded chunk, `onEnd` once the last one was produced.
+   */
+  observe(onData: (chunk: Buffer) => void, onEnd: () => void): void;
 }
 
 /**
@@ -417,6 +422,10 @@ export function compressingWriter(
     },
     get bytesOut() {
       return bytesOut;
+    },
+    observe(onData, onEnd) {
+      enc.on('data', onData);
+      enc.once('end', onEnd);
     },
   };
   return writer;

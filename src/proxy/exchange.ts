@@ -22,6 +22,14 @@ import { type AccessLogEntry, isoNow } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
 import type { JobsHost } from '../server/jobs-host.ts';
 import type { Admission, ConnectTimings, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
+import {
+  addVary,
+  type CompressingWriter,
+  compressible,
+  compressingWriter,
+  encodeHeaders,
+  negotiate,
+} from './compress.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
 import type { ResponseTap } from './tap.ts';
@@ -180,6 +188,10 @@ export class Exchange {
   tap: ResponseTap | undefined = undefined;
   /** The tap answered the client itself: the upstream's body is read and dropped. */
   #answered = false;
+  /** The response body's way to the client when it is compressed (SPEC §6 compress), else undefined. */
+  #out: CompressingWriter | undefined = undefined;
+  /** The encoding the response got, for the log. */
+  #encoding: string | undefined = undefined;
   #logged = false;
   #timer: NodeJS.Timeout | null = null;
   #timerAt = Number.POSITIVE_INFINITY;
@@ -451,6 +463,19 @@ export class Exchange {
       return true;
     }
     if (this.#offload === CREATING) this.#offload = TOO_LATE; // answered in time after all
+    // Compression (SPEC §6): before the cache's tap, which keeps the encoded variant.
+    const compress = this.rt.route.compress;
+    let sizeHint: number | undefined;
+    if (compress !== undefined) {
+      const enc = negotiate(compress, this.req.headers['accept-encoding'], this.method, statusCode, headers);
+      if (enc !== undefined) {
+        for (let i = 0; i < headers.length; i += 2)
+          if (headers[i].length === 14 && headers[i].toLowerCase() === 'content-length')
+            sizeHint = Number(headers[i + 1]);
+        encodeHeaders(headers, enc);
+        this.#encoding = enc;
+      } else if (compressible(compress, this.method, statusCode, headers)) addVary(headers);
+    }
     const viaValue = via ? `${via}, ${VIA}` : VIA;
     const timing = gatewayTiming(this.dispatchedAt - this.startedAt, t - this.dispatchedAt);
     const tap = this.tap;
@@ -479,6 +504,16 @@ export class Exchange {
       this.#fail(this.#malformed('invalid header'));
       return false;
     }
+    if (this.#encoding !== undefined) {
+      const out = compressingWriter(this.res, this.#encoding as 'br' | 'zstd' | 'gzip', { sizeHint });
+      this.#out = out;
+      // The cache sees the encoded body, and the end of it once the encoder is done.
+      if (tap !== undefined)
+        out.observe(
+          (c) => tap.data(c),
+          () => tap.end(),
+        );
+    }
     return true;
   }
 
@@ -496,13 +531,17 @@ export class Exchange {
       sink.onDrain(this.#onDrain);
       return false;
     }
-    this.tap?.data(chunk);
-    if (this.res.write(chunk)) return true;
+    const out = this.#out;
+    if (out === undefined) {
+      this.tap?.data(chunk);
+      if (this.res.write(chunk)) return true;
+    } else if (out.write(chunk)) return true;
     // The client is slower than the upstream: stop reading the upstream until it drains. The read
     // timer is suspended meanwhile; the client send timeout runs instead.
     this.paused = true;
     this.pausedAt = t;
-    this.res.once('drain', this.#onDrain);
+    if (out === undefined) this.res.once('drain', this.#onDrain);
+    else out.once('drain', this.#onDrain);
     this.#arm();
     return false;
   }
@@ -512,6 +551,8 @@ export class Exchange {
     this.state = DONE;
     this.#release();
     if (this.#sink !== undefined) this.#sink.end();
+    else if (this.#out !== undefined)
+      this.#out.end(); // the tap's end follows the encoder's
     else if (!this.#answered) {
       this.tap?.end();
       this.res.end();
@@ -1015,6 +1056,7 @@ export class Exchange {
         budget_source: this.clientBudget ? 'client' : 'route',
         job: this.#jobId,
         cache: this.tap?.cacheStatus,
+        encoding: this.#encoding,
         upstream_timing:
           this.upstreamTiming === undefined ? undefined : parseServerTiming(this.upstreamTiming),
       },
