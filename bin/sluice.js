@@ -2,12 +2,14 @@
 // --max-semi-space-size=4: a small young generation keeps GC pauses short while thousands of
 // requests are in flight (504 lateness p99 ~70 ms → ~23 ms, docs/benchmarks.md).
 //
-// Sluice is TypeScript run directly by Node's type stripping (Node >= 22.18, developed on Node 24).
-// When the Node running this file is older (the system Node of a global or project install), this
-// file finds a usable one and re-runs itself with it, same arguments, signals and exit code passed
-// through: $SLUICE_NODE, else the Node 24 that `npm ci` installs next to Sluice
-// (node_modules/node), else one installed in the project it runs from. This file is plain
-// JavaScript so that any Node can parse it.
+// Sluice is TypeScript. A clone runs its source directly through Node's type stripping, with no
+// build step; the published package (npm pack, whose prepack builds dist/ and which ships no
+// src/cli/) runs the JavaScript in dist/, since Node does not strip types under node_modules. Either
+// needs Node >= 22.18 (developed on Node 24). When the Node running this file is older (the system
+// Node of a global or project install), this file finds a usable one and re-runs itself with it,
+// same arguments, signals and exit code passed through: $SLUICE_NODE, else the Node 24 that
+// `npm ci` installs next to Sluice (node_modules/node), else one installed in the project it runs
+// from. This file is plain JavaScript so that any Node can parse it.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -20,11 +22,15 @@ function tooOld(version) {
   return major < MIN[0] || (major === MIN[0] && minor < MIN[1]);
 }
 
+const self = fileURLToPath(import.meta.url);
+const pkg = dirname(dirname(self));
+
 if (!tooOld(process.versions.node)) {
-  await import('../src/cli/main.ts');
+  // The source when it is there (a clone, even one where dist/ was built by npm pack: never a stale
+  // build), else the build.
+  const source = join(pkg, 'src', 'cli', 'main.ts');
+  await import(existsSync(source) ? '../src/cli/main.ts' : '../dist/cli/main.js');
 } else {
-  const self = fileURLToPath(import.meta.url);
-  const pkg = dirname(dirname(self));
   const candidates = [
     process.env.SLUICE_NODE,
     join(pkg, 'node_modules', 'node', 'bin', 'node'),
