@@ -390,7 +390,7 @@ export class ResponseCache {
             status: res.statusCode,
             headers: resHeaders,
             policy,
-            chunks,
+            chunks: [Buffer.concat(chunks, size)],
             bodySize: size,
             vary: varyOf(resHeaders, reqHeaders),
           },
@@ -531,7 +531,9 @@ class CacheTap implements ResponseTap {
           status: s.status,
           headers: s.headers,
           policy: s.policy,
-          chunks: s.chunks,
+          // One exact-size copy: the chunks are views into the socket's larger read buffers, which
+          // they would otherwise keep alive (and cache_size would not see).
+          chunks: [Buffer.concat(s.chunks, s.size)],
           bodySize: s.size,
           vary: varyOf(s.headers, this.#reqHeaders),
         },
