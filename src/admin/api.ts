@@ -101,6 +101,22 @@ function problem(res: ServerResponse, status: number, code: string, title: strin
   );
 }
 
+/** 422 invalid-config: the config (a patch or the file) was refused; `extra` names each bad field. */
+function invalidConfig(res: ServerResponse, detail: string, extra: Record<string, unknown>): void {
+  json(
+    res,
+    422,
+    {
+      type: 'https://sluice.dev/problems/invalid-config',
+      title: 'Invalid configuration',
+      status: 422,
+      detail,
+      ...extra,
+    },
+    'application/problem+json',
+  );
+}
+
 /** Lets GET and HEAD through; answers 405 naming `allow` otherwise. */
 function getOnly(req: IncomingMessage, res: ServerResponse, allow = 'GET, HEAD'): boolean {
   if (req.method === 'GET' || req.method === 'HEAD') return true;
@@ -274,18 +290,9 @@ export function adminApi(deps: AdminApiDeps): {
         field: i.path.startsWith(`${where}.`) ? i.path.slice(where.length + 1) : i.path,
         message: i.message,
       }));
-      json(
-        res,
-        422,
-        {
-          type: 'https://sluice.dev/problems/invalid-config',
-          title: 'Invalid configuration',
-          status: 422,
-          detail: `nothing was applied: ${errors.map((e) => `${e.field}: ${e.message}`).join('; ')}`,
-          errors,
-        },
-        'application/problem+json',
-      );
+      invalidConfig(res, `nothing was applied: ${errors.map((e) => `${e.field}: ${e.message}`).join('; ')}`, {
+        errors,
+      });
       return undefined;
     }
     deps.apply(loaded, change);
@@ -397,19 +404,10 @@ export function adminApi(deps: AdminApiDeps): {
         const r = deps.reload();
         if (r.result === 'applied')
           return json(res, 200, { result: 'applied', source: r.source, loaded_at: r.loadedAt.toISOString() });
-        json(
-          res,
-          422,
-          {
-            type: 'https://sluice.dev/problems/invalid-config',
-            title: 'Invalid configuration',
-            status: 422,
-            detail: `the file was refused and the running config stays: ${r.error}`,
-            source: r.source,
-            errors: r.issues.map((i) => ({ field: i.path, line: i.line ?? null, message: i.message })),
-          },
-          'application/problem+json',
-        );
+        invalidConfig(res, `the file was refused and the running config stays: ${r.error}`, {
+          source: r.source,
+          errors: r.issues.map((i) => ({ field: i.path, line: i.line ?? null, message: i.message })),
+        });
       },
       '/api/config': (req, res) => {
         if (!getOnly(req, res)) return;

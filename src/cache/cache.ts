@@ -730,23 +730,22 @@ class Fill {
         continue;
       }
       // A stale copy serves them at once (no stampede on a failing upstream); else each goes on its own.
-      const stale = staleOk ? this.#cache.staleFor(this.#key, w.reqHeaders) : undefined;
-      if (stale !== undefined) {
-        this.#cache.count(r.rt.name, 'stale');
-        const cacheStatus = `${NAME}; hit; detail=stale-if-error`;
-        const sent = sendStored(
-          r.res,
-          stale,
-          w.reqHeaders,
-          r.req.method ?? 'GET',
-          gatewayHeaders(r.requestId, r.startedAt),
-          cacheStatus,
-        );
-        r.log(logEntry(r, sent.status, 'stale', cacheStatus, sent.bytes, err));
-        continue;
-      }
+      if (staleOk && this.#serveStale(w, err)) continue;
       r.forward(new CacheTap(this.#cache, r, w.reqHeaders, this.#key, { fwd: 'uri-miss', store: true }));
     }
+  }
+
+  /** A waiter answered from a stale copy within stale-if-error; false when there is none. */
+  #serveStale(w: Waiter, err: GatewayError | undefined): boolean {
+    const stale = this.#cache.staleFor(this.#key, w.reqHeaders);
+    if (stale === undefined) return false;
+    const r = w.r;
+    this.#cache.count(r.rt.name, 'stale');
+    const cacheStatus = `${NAME}; hit; detail=stale-if-error`;
+    const gateway = gatewayHeaders(r.requestId, r.startedAt);
+    const sent = sendStored(r.res, stale, w.reqHeaders, r.req.method ?? 'GET', gateway, cacheStatus);
+    r.log(logEntry(r, sent.status, 'stale', cacheStatus, sent.bytes, err));
+    return true;
   }
 
   #start(w: Waiter): void {
@@ -782,21 +781,8 @@ class Fill {
     if (w.streaming || !this.#waiters.has(w)) return;
     this.#done(w);
     const r = w.r;
-    const stale = this.#cache.staleFor(this.#key, w.reqHeaders);
     const err = upstreamTimeout('total', r.rt.name, r.rt.upstream.name, r.budget);
-    if (stale !== undefined) {
-      const cacheStatus = `${NAME}; hit; detail=stale-if-error`;
-      const sent = sendStored(
-        r.res,
-        stale,
-        w.reqHeaders,
-        r.req.method ?? 'GET',
-        gatewayHeaders(r.requestId, r.startedAt),
-        cacheStatus,
-      );
-      r.log(logEntry(r, sent.status, 'stale', cacheStatus, sent.bytes, err));
-      return;
-    }
+    if (this.#serveStale(w, err)) return;
     const cacheStatus = `${NAME}; fwd=miss; collapsed`;
     sendProblem(r.res, err, {
       requestId: r.requestId,

@@ -468,54 +468,39 @@ export class Gateway implements ExchangeHost {
       void this.#enqueue(req, res, rt, requestId, startedAt, logPath, path, headers, hasBody);
       return;
     }
-    const cacheCfg = rt.route.cache;
-    if (cacheCfg !== undefined) {
-      // The response cache answers, waits for a concurrent miss, or forwards with its tap (SPEC §6).
-      return this.cache.handle({
+    const forward = (tap?: ResponseTap, validators?: readonly string[]) =>
+      this.#forward(
         req,
         res,
         rt,
-        cfg: cacheCfg,
         requestId,
         startedAt,
         logPath,
+        budget,
+        clientBudget,
         path,
         headers,
-        budget,
-        forward: (tap, validators) =>
-          this.#forward(
-            req,
-            res,
-            rt,
-            requestId,
-            startedAt,
-            logPath,
-            budget,
-            clientBudget,
-            path,
-            headers,
-            hasBody,
-            tap,
-            validators,
-          ),
-        log: (entry) => this.log(entry),
-      });
-    }
-    this.#forward(
+        hasBody,
+        tap,
+        validators,
+      );
+    const cacheCfg = rt.route.cache;
+    if (cacheCfg === undefined) return forward();
+    // The response cache answers, waits for a concurrent miss, or forwards with its tap (SPEC §6).
+    this.cache.handle({
       req,
       res,
       rt,
+      cfg: cacheCfg,
       requestId,
       startedAt,
       logPath,
-      budget,
-      clientBudget,
       path,
       headers,
-      hasBody,
-      undefined,
-      undefined,
-    );
+      budget,
+      forward,
+      log: (entry) => this.log(entry),
+    });
   }
 
   /** Starts the upstream exchange of a request (with the cache's tap on a cached route). */

@@ -287,6 +287,25 @@ function targetsTable(targets) {
   );
 }
 
+/** A page's first load; an unknown name or another error shows why instead of an empty page. */
+async function startOrExplain(name, refresh) {
+  try {
+    await refresh();
+  } catch (err) {
+    if (err instanceof Unauthorized) throw err;
+    main.replaceChildren(
+      h(
+        'section',
+        { class: 'panel' },
+        h('h1', {}, name),
+        h('p', {}, err.message),
+        h('a', { href: '#/' }, 'Back to the overview'),
+      ),
+    );
+    view = undefined;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Overview: every route against its budget, every upstream
 
@@ -913,23 +932,7 @@ function routePage(name) {
   let recentTimer;
   return {
     name: 'route',
-    async start() {
-      try {
-        await refresh();
-      } catch (err) {
-        if (err instanceof Unauthorized) throw err;
-        main.replaceChildren(
-          h(
-            'section',
-            { class: 'panel' },
-            h('h1', {}, name),
-            h('p', {}, err.message),
-            h('a', { href: '#/' }, 'Back to the overview'),
-          ),
-        );
-        view = undefined;
-      }
-    },
+    start: () => startOrExplain(name, refresh),
     poll: refresh,
     refresh,
     onStats: paintCards,
@@ -1020,23 +1023,7 @@ function upstreamPage(name) {
   };
   return {
     name: 'upstream',
-    async start() {
-      try {
-        await refresh();
-      } catch (err) {
-        if (err instanceof Unauthorized) throw err;
-        main.replaceChildren(
-          h(
-            'section',
-            { class: 'panel' },
-            h('h1', {}, name),
-            h('p', {}, err.message),
-            h('a', { href: '#/' }, 'Back to the overview'),
-          ),
-        );
-        view = undefined;
-      }
-    },
+    start: () => startOrExplain(name, refresh),
     poll: refresh,
     refresh,
     onEvent(event, data) {
