@@ -26,7 +26,6 @@ import {
   type Policy,
   type RequestView,
   storablePolicy,
-  ttlLeft,
   usability,
   usableOnError,
   validatorsOf,
@@ -246,13 +245,7 @@ export class ResponseCache {
       const use = usability(entry.policy, reqHeaders);
       if (use === 'fresh') {
         this.count(r.rt.name, 'hit');
-        return this.#answer(
-          r,
-          entry,
-          reqHeaders,
-          `${NAME}; hit; ttl=${Math.floor(ttlLeft(entry.policy))}`,
-          'cache_hit',
-        );
+        return this.#answer(r, entry, reqHeaders, `${NAME}; hit`, 'cache_hit');
       }
       if (use === 'stale-while-revalidate') {
         this.count(r.rt.name, 'stale');
@@ -266,7 +259,7 @@ export class ResponseCache {
         validatorsOf(entry.headers),
       );
     }
-    const fwd = known ? 'vary-miss' : 'uri-miss';
+    const fwd = known ? 'vary-miss' : 'miss';
     if (method === 'GET' && !auth && !this.#passing(key)) {
       const fill = this.#fills.get(key);
       if (fill?.open) {
@@ -418,7 +411,7 @@ function varyOf(resHeaders: HeaderObject, reqHeaders: HeaderObject): [string, st
 
 interface TapOptions {
   /** Cache-Status `fwd` value when the response is forwarded. */
-  readonly fwd: 'method' | 'bypass' | 'uri-miss' | 'vary-miss' | 'stale' | 'request';
+  readonly fwd: 'method' | 'bypass' | 'miss' | 'vary-miss' | 'stale' | 'request';
   /** Whether a storable response is stored. */
   readonly store: boolean;
   /** The stale copy being revalidated. */
@@ -712,7 +705,7 @@ class Fill {
     for (const w of [...this.#waiters]) {
       if (w.streaming) continue;
       this.#done(w);
-      w.r.forward(new CacheTap(this.#cache, w.r, w.reqHeaders, this.#key, { fwd: 'uri-miss', store: true }));
+      w.r.forward(new CacheTap(this.#cache, w.r, w.reqHeaders, this.#key, { fwd: 'miss', store: true }));
     }
   }
 
@@ -731,7 +724,7 @@ class Fill {
       }
       // A stale copy serves them at once (no stampede on a failing upstream); else each goes on its own.
       if (staleOk && this.#serveStale(w, err)) continue;
-      r.forward(new CacheTap(this.#cache, r, w.reqHeaders, this.#key, { fwd: 'uri-miss', store: true }));
+      r.forward(new CacheTap(this.#cache, r, w.reqHeaders, this.#key, { fwd: 'miss', store: true }));
     }
   }
 

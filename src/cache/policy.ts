@@ -151,16 +151,6 @@ export function usableOnError(p: Policy): boolean {
   return p.sie > 0 && p.policy.age() - p.policy.maxAge() < p.sie;
 }
 
-/** Seconds of freshness left (negative once stale). */
-export function ttlLeft(p: Policy): number {
-  return p.policy.maxAge() - p.policy.age();
-}
-
-/** Milliseconds from now after which the entry is of no use at all (fresh, or stale within a window). */
-export function usefulFor(p: Policy): number {
-  return (ttlLeft(p) + Math.max(p.swr, p.sie)) * 1000;
-}
-
 /** RFC 9110 §13.1.2 weak comparison of an If-None-Match list against an entity tag. */
 export function noneMatch(ifNoneMatch: string, etag: string | undefined): boolean {
   if (etag === undefined) return false;

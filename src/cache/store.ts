@@ -72,7 +72,7 @@ export class CacheStore {
     this.capacity = capacity;
   }
 
-  /** The variants stored under `key` (for Cache-Status: uri-miss vs vary-miss). */
+  /** The variants stored under `key` (for Cache-Status: miss vs vary-miss). */
   has(key: string): boolean {
     return this.#byKey.has(key);
   }
