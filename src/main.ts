@@ -185,6 +185,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       source: () => ({ source, loadedAt }),
       reload: options.configFile === undefined ? undefined : () => reloadFromFile('POST /api/reload'),
       purgeCache: (route, path) => gateway.cache.store.purge(route, path),
+      cacheResults: (route) => gateway.cache.results.get(route),
       jobs: () => {
         const jobs = gateway.jobs;
         return jobs ? { store: jobs.store, prefix: jobs.prefix, counts: () => jobs.counts() } : undefined;

@@ -46,6 +46,8 @@ export interface AdminApiDeps {
   apply?: (next: EffectiveConfig, change: string) => void;
   /** Reloads the config file (POST /api/reload); absent when the config came from no file. */
   reload?: () => ReloadResult;
+  /** The response cache's requests of a route by result, since start. */
+  cacheResults?: (route: string) => ReadonlyMap<string, number> | undefined;
   /** Purges the response cache (DELETE /api/cache): entries of a route and path (`*` ends a prefix). */
   purgeCache?: (route: string | undefined, path: string | undefined) => number;
 }
@@ -132,6 +134,7 @@ function routeView(
   obs: Observability,
   live: ReadonlySet<string> | undefined,
   jobs: Readonly<JobCounts> | undefined,
+  cacheResults: ReadonlyMap<string, number> | undefined,
 ) {
   const w = obs.window(route.name);
   const f = obs.figures(route.name);
@@ -167,6 +170,8 @@ function routeView(
           stale_if_error_ms: route.cache.staleIfError ?? null,
           max_entry: route.cache.maxEntry,
           vary_limit: route.cache.varyLimit,
+          /** Requests since start by result: hit, stale, miss, revalidated, collapsed, bypass. */
+          results: Object.fromEntries(cacheResults ?? []),
         }
       : null,
     compress: route.compress
@@ -236,7 +241,13 @@ export function adminApi(deps: AdminApiDeps): {
   /** Phases of each route whose budget a live change set. */
   const live = new Map<string, Set<string>>();
   const view = (route: EffectiveRoute) => {
-    const v = routeView(route, obs, live.get(route.name), deps.jobs?.()?.counts());
+    const v = routeView(
+      route,
+      obs,
+      live.get(route.name),
+      deps.jobs?.()?.counts(),
+      deps.cacheResults?.(route.name),
+    );
     return { ...v, stats: { ...v.stats, window_s: windowS() } };
   };
 

@@ -39,6 +39,7 @@ routes:
     match: { path: / }
     upstream: demo
     timeouts: { total: 5s }
+    cache: { stale_if_error: 10m }
 `;
 }
 
@@ -211,6 +212,10 @@ describe('dashboard in Chromium', { skip }, () => {
       assert.ok(ids.length >= 1 && ids.every((id) => /^[0-9A-Z]{20,}$/.test(id ?? '')), String(ids));
       const timing = await page.$eval('[data-field="server-timing"]', (el) => el.textContent);
       assert.match(timing ?? '', /db/);
+      // The demo's responses here are not cacheable: all misses, none answered from the cache.
+      const cache = await page.$eval('[data-field="cache"]', (el) => el.textContent);
+      assert.match(cache ?? '', /0% of \d+ requests answered from the cache since start/);
+      assert.match(cache ?? '', /stale-if-error 10 min/);
 
       // What-if on reports (200 ms requests under a 2 s budget): at 100 ms they would all be cut.
       await page.goto(`http://127.0.0.1:${gw.sluice.adminPort}/#/routes/reports`);

@@ -128,6 +128,12 @@ describe('response cache', () => {
       ],
     );
     assert.equal(log[1].cache, second.cs);
+    const view = (await (await fetch(`http://127.0.0.1:${gw.sluice.adminPort}/api/routes/r`)).json()) as {
+      cache: { results: Record<string, number>; max_entry: number };
+    };
+    assert.equal(view.cache.max_entry, 1024 * 1024);
+    assert.equal(view.cache.results.hit, 3);
+    assert.equal(view.cache.results.miss, 1);
   });
 
   test('no-store, private and Set-Cookie are never stored; ttl applies only where the upstream gave no freshness', async (t) => {

@@ -287,6 +287,40 @@ function targetsTable(targets) {
   );
 }
 
+/** The cache panel of a route: its settings and what it answered since start. */
+function cacheSummary(cache) {
+  if (!cache) return [h('p', { class: 'muted' }, 'This route has no response cache (cache: off).')];
+  const n = (k) => cache.results[k] ?? 0;
+  const answered = n('hit') + n('stale') + n('revalidated') + n('collapsed');
+  const all = answered + n('miss') + n('bypass');
+  const windows = [
+    cache.stale_while_revalidate_ms ? `stale-while-revalidate ${ms(cache.stale_while_revalidate_ms)}` : '',
+    cache.stale_if_error_ms ? `stale-if-error ${ms(cache.stale_if_error_ms)}` : '',
+    cache.ttl_ms ? `ttl ${ms(cache.ttl_ms)}` : '',
+  ].filter(Boolean);
+  return [
+    h(
+      'p',
+      {},
+      all
+        ? `${pct(answered / all, 0)} of ${all} requests answered from the cache since start`
+        : 'No requests yet.',
+    ),
+    h(
+      'div',
+      {},
+      ['hit', 'stale', 'revalidated', 'collapsed', 'miss', 'bypass'].map((k) =>
+        h('span', { class: `chip ${k === 'stale' && n(k) ? 'warn' : ''}`, title: k }, `${k} ${n(k)}`),
+      ),
+    ),
+    h(
+      'p',
+      { class: 'muted' },
+      windows.length ? windows.join(' · ') : 'Only what the upstream makes cacheable; no stale windows.',
+    ),
+  ];
+}
+
 /** A page's first load; an unknown name or another error shows why instead of an empty page. */
 async function startOrExplain(name, refresh) {
   try {
@@ -537,6 +571,7 @@ function routePage(name) {
     upstream: h('div'),
     recent: h('tbody'),
     jobs: h('div'),
+    cache: h('div', { 'data-field': 'cache' }),
     whatif: h('div', { class: 'whatif' }),
   };
   const card = (k, field) => {
@@ -596,6 +631,7 @@ function routePage(name) {
       ),
       h('section', { class: 'panel' }, h('h2', {}, 'Upstream'), el.upstream),
       h('section', { class: 'panel' }, h('h2', {}, 'Jobs'), el.jobs),
+      h('section', { class: 'panel' }, h('h2', {}, 'Response cache'), el.cache),
     ),
     h(
       'section',
@@ -719,6 +755,7 @@ function routePage(name) {
     el.timing.querySelectorAll('.track > span').forEach((s, i) => {
       s.style.width = `${((timing[i][1] / max) * 100).toFixed(1)}%`;
     });
+    el.cache.replaceChildren(...cacheSummary(r.cache));
     el.jobs.replaceChildren(
       r.async.mode === 'off'
         ? h('p', { class: 'muted' }, 'This route does not offload slow requests (async: off).')
