@@ -349,15 +349,21 @@ export function fromUpstreamFailure(
       if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || (err as Error)?.name === 'HTTPParserError') {
         return unreachable('sent a malformed response', 'http_protocol_error');
       }
-      if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT')) {
-        return unreachable(
-          'failed the TLS handshake',
-          code.includes('CERT') ? 'tls_certificate_error' : 'tls_protocol_error',
-        );
-      }
+      if (CERTIFICATE.test(code))
+        return unreachable('presented a certificate that could not be verified', 'tls_certificate_error');
+      if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code === 'EPROTO')
+        return unreachable('failed the TLS handshake', 'tls_protocol_error');
       return unreachable('failed', 'proxy_internal_error');
   }
 }
+
+/**
+ * OpenSSL's certificate verification failures as Node reports them (UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+ * DEPTH_ZERO_SELF_SIGNED_CERT, CERT_HAS_EXPIRED, ERR_TLS_CERT_ALTNAME_INVALID, …): every one is a
+ * certificate error, not only the codes that say CERT.
+ */
+const CERTIFICATE =
+  /CERT|UNABLE_TO_(VERIFY|GET|DECRYPT|DECODE)|SELF_SIGNED|CRL|INVALID_CA|PATH_LENGTH_EXCEEDED|INVALID_PURPOSE|HOSTNAME_MISMATCH|ALTNAME|KEYUSAGE/;
 
 export function clientError(
   code: 'bad-request' | 'client-timeout' | 'body-too-large' | 'headers-too-large' | 'no-route',

@@ -1,0 +1,141 @@
+/**
+ * HTTPS upstreams that fail their TLS handshake, through real sockets and real certificates made by
+ * openssl in the test: each failure is a 502 whose Proxy-Status says what went wrong in TLS terms
+ * (RFC 9209 tls_certificate_error / tls_protocol_error), never proxy_internal_error.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { problemOf, startHttpServer, startTestGateway, type TestServer } from '../helpers.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-tls-'));
+const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+
+async function httpsServer(key: string, cert: string): Promise<{ url: string; close(): void }> {
+  const server = https.createServer(
+    { key: readFileSync(join(dir, key)), cert: readFileSync(join(dir, cert)) },
+    (_q, r) => r.end('secret'),
+  );
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `https://127.0.0.1:${(server.address() as { port: number }).port}`,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+let selfSigned: Awaited<ReturnType<typeof httpsServer>>;
+let unknownCa: Awaited<ReturnType<typeof httpsServer>>;
+let plain: TestServer;
+
+before(async () => {
+  // A self-signed leaf, and a leaf signed by a CA nobody trusts.
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'self.key',
+    '-out',
+    'self.pem',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=127.0.0.1',
+  );
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=Test CA',
+  );
+  openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'leaf.key',
+    '-out',
+    'leaf.csr',
+    '-subj',
+    '/CN=127.0.0.1',
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    'leaf.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'leaf.pem',
+    '-days',
+    '2',
+  );
+  selfSigned = await httpsServer('self.key', 'self.pem');
+  unknownCa = await httpsServer('leaf.key', 'leaf.pem');
+  plain = await startHttpServer((_q, r) => r.end('plain'));
+});
+
+after(async () => {
+  selfSigned?.close();
+  unknownCa?.close();
+  await plain?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('HTTPS upstreams that fail TLS', () => {
+  for (const [name, target, error] of [
+    ['a self-signed certificate', () => selfSigned.url, 'tls_certificate_error'],
+    [
+      'a certificate from an unknown CA (UNABLE_TO_VERIFY_LEAF_SIGNATURE)',
+      () => unknownCa.url,
+      'tls_certificate_error',
+    ],
+    [
+      'a plain-HTTP server behind an https:// target',
+      () => plain.url.replace('http://', 'https://'),
+      'tls_protocol_error',
+    ],
+  ] as const) {
+    test(`${name}: 502 upstream-unreachable with Proxy-Status error=${error}`, async (t) => {
+      const gw = await startTestGateway(`
+upstreams: { app: { targets: ["${target()}"] } }
+routes: [{ name: r, match: { path: / }, upstream: app, timeouts: { total: 5s } }]
+`);
+      t.after(() => gw.close());
+      const res = await fetch(gw.url('/x'));
+      assert.equal(res.status, 502);
+      assert.match(res.headers.get('proxy-status') ?? '', new RegExp(`error=${error}`));
+      const p = await problemOf(res);
+      assert.equal(p.type, 'https://sluice.dev/problems/upstream-unreachable');
+      assert.match(String(p.detail), /TLS|certificate/);
+      const entry = gw.log.entries.at(-1);
+      assert.equal(entry?.outcome, 'upstream_error');
+      assert.equal(entry?.phase, 'connect');
+    });
+  }
+});
