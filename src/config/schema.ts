@@ -246,6 +246,9 @@ const route = z.strictObject({
       ).default(0.2),
       per_try: duration('Budget of one try (default: what is left of total).').optional(),
       backoff: duration('Base of the jittered exponential backoff between tries. Default 25ms.').default(25),
+      buffer: size(
+        'A request body up to this size is kept while it is sent, so that a retryable request with a body (PUT, or POST with Idempotency-Key) can be retried after a reset or a ttfb timeout; a larger body streams and is retried only after a connect failure. Default 64KB.',
+      ).default(64 * 1024),
     })
     .optional()
     .meta({ description: 'Retries of idempotent requests (or with Idempotency-Key).' }),

@@ -167,6 +167,14 @@ export class Exchange {
   #path = '';
   #headers: string[] = [];
   #hasBody = false;
+  /**
+   * The request body as sent, kept for a retry (retry.buffer): undefined when not kept, or once it grew
+   * past the buffer.
+   */
+  #bodyCopy: Buffer[] | undefined = undefined;
+  #bodyCopied = 0;
+  /** The current try sends the kept copy, not the client's stream (its bytes were counted once). */
+  #resending = false;
   #attempt: Attempt | null = null;
   #admission: Admission | null = null;
   #slot = false;
@@ -246,6 +254,11 @@ export class Exchange {
     this.#path = path;
     this.#headers = headers;
     this.#hasBody = hasBody;
+    const retry = this.rt.retry;
+    if (hasBody && retry !== undefined && retry.attempts > 1 && this.#safeToRepeat()) {
+      const cl = Number(this.req.headers['content-length'] ?? Number.NaN);
+      if (!(cl > retry.buffer)) this.#bodyCopy = [];
+    }
     if (this.#asyncAt <= this.startedAt) this.#beginOffload();
     const upstream = this.rt.upstream;
     const admission = upstream.admit();
@@ -359,7 +372,7 @@ export class Exchange {
         path: target.basePath + this.#path,
         method: this.method,
         headers,
-        body: this.#hasBody ? this.req : null,
+        body: this.#hasBody ? this.#bodyFor() : null,
         // The gateway's own timer enforces every phase (undici's own are coarse and would cost a
         // timer per request); the pool keeps its connect backstop.
         headersTimeout: 0,
@@ -401,7 +414,17 @@ export class Exchange {
   }
 
   onBodySent(chunk: { length: number }): void {
+    if (this.#resending) {
+      this.lastActivity = now();
+      return;
+    }
     this.bytesIn += chunk.length;
+    const copy = this.#bodyCopy;
+    if (copy !== undefined) {
+      this.#bodyCopied += chunk.length;
+      if (this.#bodyCopied > (this.rt.retry?.buffer ?? 0)) this.#bodyCopy = undefined;
+      else copy.push(chunk as Buffer);
+    }
     this.lastActivity = now();
     if (this.bytesIn > this.rt.maxBody && this.state !== DONE) {
       this.#fail(
@@ -612,12 +635,23 @@ export class Exchange {
   #mayRetry(bodyUntouched: boolean): boolean {
     const retry = this.rt.retry;
     if (retry === undefined || this.attempts >= retry.attempts) return false;
-    if (!this.#safeToRepeat() || (this.#hasBody && !bodyUntouched)) return false;
+    if (!this.#safeToRepeat() || (this.#hasBody && !bodyUntouched && !this.#bodyKept())) return false;
     if (this.res.headersSent) return false;
     const left = this.totalDeadline - now();
     const need = (retry.per_try ?? 0) > 0 ? (retry.per_try as number) : 50;
     if (left < need + retry.backoff) return false;
     return this.rt.retryBudget?.tryRetry() !== false;
+  }
+
+  /** The whole request body was sent and kept (retry.buffer): a retry can send it again. */
+  #bodyKept(): boolean {
+    return this.#bodyCopy !== undefined && this.req.complete && this.#bodyCopied === this.bytesIn;
+  }
+
+  /** The body of a try: the client's stream the first time, the kept copy on a retry after it was sent. */
+  #bodyFor(): IncomingMessage | Buffer {
+    this.#resending = this.attempts > 1 && this.#bodyKept();
+    return this.#resending ? Buffer.concat(this.#bodyCopy as Buffer[], this.#bodyCopied) : this.req;
   }
 
   /** Abandons the current try and starts another after a jittered exponential backoff. */
