@@ -3,6 +3,7 @@
  * timeouts and limits with precedence route > upstream > defaults > built-in, resolved once at load and
  * frozen, so nothing is looked up per request.
  */
+import { readFileSync } from 'node:fs';
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import type { LintCode } from './lint-codes.ts';
@@ -60,6 +61,12 @@ export interface EffectiveUpstream {
   readonly circuit: CircuitConfig | undefined;
   readonly maxConcurrent: number | undefined;
   readonly queueTimeout: number;
+  /** TLS towards https:// targets: `ca` is the PEM text of the file named in the config. */
+  readonly tls?: {
+    readonly ca: string | undefined;
+    readonly servername: string | undefined;
+    readonly insecure: boolean;
+  };
 }
 
 export interface AlertRule {
@@ -220,6 +227,28 @@ export function resolveConfig(
   lineOf: (path: PropertyKey[]) => number | undefined = () => undefined,
 ): EffectiveConfig {
   const issues: ConfigIssue[] = [];
+  /** A PEM file named by the config, read now: an unreadable or non-PEM file is a config error. */
+  const readPem = (path: string | undefined, upstream: string): string | undefined => {
+    if (path === undefined) return undefined;
+    const where = ['upstreams', upstream, 'tls', 'ca'];
+    try {
+      const text = readFileSync(path, 'utf8');
+      if (!text.includes('-----BEGIN CERTIFICATE-----')) {
+        issues.push({
+          path: where.join('.'),
+          line: lineOf(where),
+          message: `${path} holds no PEM certificate`,
+        });
+        return undefined;
+      }
+      return text;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' ? 'file not found' : `cannot read it (${code})`;
+      issues.push({ path: where.join('.'), line: lineOf(where), message: `${path}: ${why}` });
+      return undefined;
+    }
+  };
   const upstreams: Record<string, EffectiveUpstream> = {};
   for (const [name, u] of Object.entries(file.upstreams)) {
     upstreams[name] = Object.freeze({
@@ -241,6 +270,13 @@ export function resolveConfig(
       circuit: u.circuit && Object.freeze({ ...u.circuit }),
       maxConcurrent: u.max_concurrent,
       queueTimeout: u.queue_timeout,
+      tls:
+        u.tls &&
+        Object.freeze({
+          ca: readPem(u.tls.ca, name),
+          servername: u.tls.servername,
+          insecure: u.tls.insecure,
+        }),
     });
   }
 

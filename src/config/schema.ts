@@ -165,6 +165,21 @@ const upstream = z.strictObject({
     .positive()
     .optional()
     .meta({ description: 'Most open connections to each target (default: unlimited).' }),
+  tls: z
+    .strictObject({
+      ca: z.string().optional().meta({
+        description:
+          'PEM file of the CA(s) to trust for https:// targets instead of the system ones (e.g. an internal CA).',
+      }),
+      servername: z.string().optional().meta({
+        description: 'Name to send as SNI and to verify the certificate against (default: the target host).',
+      }),
+      insecure: z.boolean().default(false).meta({
+        description: 'Accept any certificate (like curl -k). Only for tests and trusted networks.',
+      }),
+    })
+    .optional()
+    .meta({ description: 'TLS towards https:// targets. Verification is on by default.' }),
 });
 
 const lint = z

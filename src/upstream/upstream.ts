@@ -226,6 +226,10 @@ export class Upstream {
           connect: timedConnector(
             buildConnector({
               timeout: options.connectBackstopMs > 0 ? options.connectBackstopMs + 1_000 : 0,
+              // https:// targets: the configured CA and SNI name; verification stays on unless insecure.
+              ...(config.tls?.ca === undefined ? {} : { ca: config.tls.ca }),
+              ...(config.tls?.servername === undefined ? {} : { servername: config.tls.servername }),
+              ...(config.tls?.insecure ? { rejectUnauthorized: false } : {}),
             }),
             (timings) => {
               (this.targets[id] as Target).lastConnect = timings;

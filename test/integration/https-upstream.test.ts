@@ -6,11 +6,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { ConfigError } from '../../src/config/errors.ts';
+import { loadConfigText } from '../../src/config/load.ts';
 import { problemOf, startHttpServer, startTestGateway, type TestServer } from '../helpers.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-tls-'));
@@ -33,6 +35,8 @@ async function httpsServer(key: string, cert: string): Promise<{ url: string; cl
 }
 
 let selfSigned: Awaited<ReturnType<typeof httpsServer>>;
+let trusted: Awaited<ReturnType<typeof httpsServer>>;
+let named: Awaited<ReturnType<typeof httpsServer>>;
 let unknownCa: Awaited<ReturnType<typeof httpsServer>>;
 let plain: TestServer;
 
@@ -95,13 +99,52 @@ before(async () => {
     '-days',
     '2',
   );
+  // Leaves of that CA with proper names: an IP address, and a DNS name for servername.
+  const leaf = (name: string, san: string) => {
+    writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\n`);
+    openssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+      '-subj',
+      '/CN=leaf',
+    );
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+    );
+  };
+  leaf('ip', 'IP:127.0.0.1');
+  leaf('dns', 'DNS:api.internal');
   selfSigned = await httpsServer('self.key', 'self.pem');
+  trusted = await httpsServer('ip.key', 'ip.pem');
+  named = await httpsServer('dns.key', 'dns.pem');
   unknownCa = await httpsServer('leaf.key', 'leaf.pem');
   plain = await startHttpServer((_q, r) => r.end('plain'));
 });
 
 after(async () => {
   selfSigned?.close();
+  trusted?.close();
+  named?.close();
   unknownCa?.close();
   await plain?.close();
   rmSync(dir, { recursive: true, force: true });
@@ -138,4 +181,55 @@ routes: [{ name: r, match: { path: / }, upstream: app, timeouts: { total: 5s } }
       assert.equal(entry?.phase, 'connect');
     });
   }
+});
+
+describe('HTTPS upstreams with tls settings', () => {
+  const through = async (target: string, tls: string) => {
+    const gw = await startTestGateway(`
+upstreams: { app: { targets: ["${target}"], tls: ${tls} } }
+routes: [{ name: r, match: { path: / }, upstream: app, timeouts: { total: 5s } }]
+`);
+    try {
+      const res = await fetch(gw.url('/x'));
+      return { status: res.status, body: await res.text(), ps: res.headers.get('proxy-status') };
+    } finally {
+      await gw.close();
+    }
+  };
+
+  test('tls.ca trusts an internal CA; verification stays on for everything else', async () => {
+    const ca = join(dir, 'ca.pem');
+    assert.deepEqual(await through(trusted.url, `{ ca: "${ca}" }`), {
+      status: 200,
+      body: 'secret',
+      ps: null,
+    });
+    const other = await through(selfSigned.url, `{ ca: "${ca}" }`);
+    assert.equal(other.status, 502);
+    assert.match(other.ps ?? '', /tls_certificate_error/);
+  });
+
+  test('tls.servername is sent as SNI and verified against; insecure accepts any certificate', async () => {
+    const ca = join(dir, 'ca.pem');
+    assert.equal(
+      (await through(named.url, `{ ca: "${ca}" }`)).status,
+      502,
+      'the certificate names api.internal, not 127.0.0.1',
+    );
+    assert.equal((await through(named.url, `{ ca: "${ca}", servername: api.internal }`)).body, 'secret');
+    assert.equal((await through(selfSigned.url, '{ insecure: true }')).body, 'secret');
+  });
+
+  test('a CA file that cannot be read is a config error naming the key and line', () => {
+    assert.throws(
+      () =>
+        loadConfigText(
+          `upstreams:\n  app:\n    targets: ["https://127.0.0.1:1"]\n    tls: { ca: /nonexistent/ca.pem }\nroutes: [{ name: r, upstream: app }]\n`,
+          'sluice.yaml',
+          {},
+        ),
+      (err: ConfigError) =>
+        /sluice\.yaml:4: upstreams\.app\.tls\.ca: \/nonexistent\/ca\.pem: file not found/.test(err.message),
+    );
+  });
 });
