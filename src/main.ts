@@ -47,8 +47,9 @@ export interface Sluice {
   readonly admin: AdminServer | undefined;
   /** Metrics, latency windows and alerts. */
   readonly observability: Observability;
-  /** Actual ports (useful with port 0). */
+  /** Actual ports (useful with port 0): the first public listener's, and every one's in config order. */
   readonly port: number;
+  readonly ports: readonly number[];
   readonly adminPort: number | undefined;
   reload(config: EffectiveConfig): void;
   /** A reload was refused (invalid file): counted, and told to live views; the running config stays. */
@@ -271,6 +272,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     admin,
     observability,
     port,
+    ports: gateway.ports,
     adminPort,
     reload: (next) => reload(next),
     reloadFailed: (error) => reloadFailed(error),

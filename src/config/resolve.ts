@@ -4,6 +4,7 @@
  * frozen, so nothing is looked up per request.
  */
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import type { LintCode } from './lint-codes.ts';
@@ -30,6 +31,18 @@ export interface ListenAddress {
   /** undefined: every interface. */
   readonly host: string | undefined;
   readonly port: number;
+}
+
+/** A certificate and its key, as files (read again when they change). */
+export interface TlsCertFiles {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** One public listener: plain HTTP, or HTTPS with one or more certificates (chosen by SNI). */
+export interface Listener {
+  readonly address: ListenAddress;
+  readonly tls: readonly TlsCertFiles[] | undefined;
 }
 
 export interface EffectiveTarget {
@@ -155,7 +168,9 @@ export interface ChainConfig {
 }
 
 export interface EffectiveConfig {
+  /** The first public listener's address (every one is in `listeners`). */
   readonly listen: ListenAddress;
+  readonly listeners: readonly Listener[];
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined };
   readonly accessLog: string;
   readonly shutdownTimeout: number;
@@ -185,6 +200,37 @@ export interface EffectiveConfig {
    * change (admin API merge patch) applies to, so that it is validated exactly like the file.
    */
   readonly raw?: unknown;
+}
+
+/** Why a certificate and key cannot serve TLS (unreadable, not PEM, not a pair), or undefined. */
+export function certProblem(pair: TlsCertFiles): string | undefined {
+  let cert: string;
+  let key: string;
+  try {
+    cert = readFileSync(pair.cert, 'utf8');
+  } catch (err) {
+    return `cert ${pair.cert}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : 'cannot read it'}`;
+  }
+  try {
+    key = readFileSync(pair.key, 'utf8');
+  } catch (err) {
+    return `key ${pair.key}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : 'cannot read it'}`;
+  }
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    const why = /mismatch/i.test((err as Error).message)
+      ? 'the key does not match the certificate'
+      : (err as Error).message;
+    return `cert ${pair.cert} with key ${pair.key}: ${why}`;
+  }
+  return undefined;
+}
+
+function formatKey(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -367,6 +413,22 @@ export function resolveConfig(
     });
   });
   // What start would refuse, refused here so that `sluice check` refuses it too (with file:line).
+  const listeners = (typeof file.listen === 'string' ? [file.listen] : file.listen).map((l, i): Listener => {
+    if (typeof l === 'string') return Object.freeze({ address: parseListen(l), tls: undefined });
+    const pairs = l.tls === undefined ? undefined : Array.isArray(l.tls) ? l.tls : [l.tls];
+    pairs?.forEach((pair, j) => {
+      const where =
+        typeof file.listen === 'string'
+          ? ['listen']
+          : ['listen', i, 'tls', ...(Array.isArray(l.tls) ? [j] : [])];
+      const problem = certProblem(pair);
+      if (problem) issues.push({ path: formatKey(where), line: lineOf(where), message: problem });
+    });
+    return Object.freeze({
+      address: parseListen(l.address),
+      tls: pairs && Object.freeze(pairs.map((p) => Object.freeze({ ...p }))),
+    });
+  });
   const admin = parseListen(file.admin.listen);
   if (!file.admin.token && !isLoopback(admin.host)) {
     issues.push({
@@ -393,7 +455,8 @@ export function resolveConfig(
   if (issues.length > 0) throw new ConfigError('', issues);
 
   return Object.freeze({
-    listen: parseListen(file.listen),
+    listen: listeners[0].address,
+    listeners,
     admin: Object.freeze({ listen: admin, token: file.admin.token || undefined }),
     accessLog: file.access_log,
     shutdownTimeout: file.shutdown_timeout,

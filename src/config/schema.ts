@@ -355,8 +355,32 @@ const client = z
   })
   .prefault({});
 
+const certPair = z.strictObject({
+  cert: z.string().meta({ description: 'PEM certificate file (with its chain).' }),
+  key: z.string().meta({ description: 'PEM private key file.' }),
+});
+const listener = z.union([
+  address('host:port, plain HTTP.'),
+  z.strictObject({
+    address: address('host:port.'),
+    tls: z
+      .union([certPair, z.array(certPair).min(1)])
+      .optional()
+      .meta({
+        description:
+          'TLS: { cert, key } or a list of them (the one whose names match the client SNI is chosen, the first otherwise); the files are reloaded when they change.',
+      }),
+  }),
+]);
+
 export const configSchema = z.strictObject({
-  listen: address('Public listener, host:port.').default('0.0.0.0:8080'),
+  listen: z
+    .union([address('Public listener, host:port.'), z.array(listener).min(1)])
+    .default('0.0.0.0:8080')
+    .meta({
+      description:
+        'Public listener, host:port; or a list of listeners, each host:port or { address, tls: { cert, key } | [ … ] } for HTTPS.',
+    }),
   admin: z
     .strictObject({
       listen: address('Admin listener (metrics, health, API). Default 127.0.0.1:8081.').default(

@@ -4,13 +4,7 @@
  * in-flight requests up to a bound, close) and live config swaps.
  */
 
-import {
-  createServer,
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-  STATUS_CODES,
-} from 'node:http';
+import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import { BlockList, isIPv6, type Socket } from 'node:net';
 import { ResponseCache } from '../cache/cache.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
@@ -40,6 +34,7 @@ import type { ResponseTap } from '../proxy/tap.ts';
 import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { JobsHost } from './jobs-host.ts';
+import { createPublicListener, type PublicListener } from './listeners.ts';
 import { isValidRequestId, newRequestId } from './request-id.ts';
 
 export interface GatewayOptions {
@@ -95,7 +90,9 @@ function buildTrusted(cidrs: readonly string[]): BlockList | undefined {
 }
 
 export class Gateway implements ExchangeHost {
+  /** The first public listener's server (every one is in `listeners`). */
   readonly server: Server;
+  readonly listeners: readonly PublicListener[];
   readonly accessLog: AccessLog;
   readonly logger: Logger;
   readonly #onRequest: ((entry: AccessLogEntry) => void) | undefined;
@@ -146,27 +143,43 @@ export class Gateway implements ExchangeHost {
     this.clientSendTimeoutMs = config.client.send_timeout;
     this.maxHeaders = config.client.max_headers;
     const c = config.client;
-    this.server = createServer(
-      {
-        keepAliveTimeout: c.keepalive_timeout,
-        headersTimeout: c.header_timeout,
-        requestTimeout: 0,
-        // Node checks header timeouts on this interval (30 s by default, which makes a 10 s
-        // header timeout fire up to 40 s late): check often enough to be on time.
-        connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(c.header_timeout / 10))),
-        maxHeaderSize: c.max_header_size,
-        // Checked in handle() instead: Node's own check answers a bare 400 (no problem+json, no log).
-        requireHostHeader: false,
-        noDelay: true,
-      },
-      (req, res) => this.handle(req, res),
+    const serverOptions = {
+      keepAliveTimeout: c.keepalive_timeout,
+      headersTimeout: c.header_timeout,
+      requestTimeout: 0,
+      // Node checks header timeouts on this interval (30 s by default, which makes a 10 s
+      // header timeout fire up to 40 s late): check often enough to be on time.
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(c.header_timeout / 10))),
+      maxHeaderSize: c.max_header_size,
+      // Checked in handle() instead: Node's own check answers a bare 400 (no problem+json, no log).
+      requireHostHeader: false,
+      noDelay: true,
+    };
+    this.listeners = config.listeners.map((l) =>
+      createPublicListener(
+        l,
+        serverOptions,
+        (req, res) => this.handle(req, res),
+        (error, listener) => {
+          const address = `${listener.address.host ?? '*'}:${listener.address.port}`;
+          if (error)
+            this.logger.error(
+              { listen: address, error },
+              'TLS certificate reload refused; the running one stays',
+            );
+          else this.logger.info({ listen: address }, 'TLS certificate reloaded');
+        },
+      ),
     );
-    // One more than allowed, so that "too many" is visible instead of silently truncated.
-    this.server.maxHeadersCount = c.max_headers + 1;
-    this.server.on('checkContinue', (req, res) => this.handle(req, res, true));
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
-      this.#clientError(err, socket),
-    );
+    this.server = this.listeners[0].server;
+    for (const { server } of this.listeners) {
+      // One more than allowed, so that "too many" is visible instead of silently truncated.
+      server.maxHeadersCount = c.max_headers + 1;
+      server.on('checkContinue', (req, res) => this.handle(req, res, true));
+      server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+        this.#clientError(err, socket),
+      );
+    }
   }
 
   get config(): EffectiveConfig {
@@ -200,10 +213,16 @@ export class Gateway implements ExchangeHost {
     this.clientSendTimeoutMs = config.client.send_timeout;
     // Client limits too (new connections pick up the size limit; the check interval stays as created).
     this.maxHeaders = config.client.max_headers;
-    this.server.maxHeadersCount = config.client.max_headers + 1;
-    this.server.headersTimeout = config.client.header_timeout;
-    this.server.keepAliveTimeout = config.client.keepalive_timeout;
-    (this.server as { maxHeaderSize?: number }).maxHeaderSize = config.client.max_header_size;
+    for (const { server, tls } of this.listeners) {
+      server.maxHeadersCount = config.client.max_headers + 1;
+      server.headersTimeout = config.client.header_timeout;
+      server.keepAliveTimeout = config.client.keepalive_timeout;
+      (server as { maxHeaderSize?: number }).maxHeaderSize = config.client.max_header_size;
+      // A reload reads the certificates again too (the listeners themselves change at the next start).
+      const error = tls?.reload();
+      if (tls && error === undefined)
+        (server as unknown as { setSecureContext(o: object): void }).setSecureContext(tls.first);
+    }
     for (const [name, u] of old.upstreams) {
       if (this.#runtime.upstreams.get(name) !== u) void u.close();
     }
@@ -218,17 +237,32 @@ export class Gateway implements ExchangeHost {
     return recovered.then(() => this.#listen(port, host));
   }
 
-  #listen(port: number | undefined, host: string | undefined): Promise<{ port: number; host: string }> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      this.server.once('error', onError);
-      this.server.listen({ port, host }, () => {
-        for (const u of this.#runtime.upstreams.values()) u.start();
-        this.server.off('error', onError);
-        const a = this.server.address();
-        if (a && typeof a === 'object') resolve({ port: a.port, host: a.address });
+  async #listen(port: number | undefined, host: string | undefined): Promise<{ port: number; host: string }> {
+    const bind = (server: Server, p: number | undefined, h: string | undefined) =>
+      new Promise<{ port: number; host: string }>((resolve, reject) => {
+        const onError = (err: Error) => reject(err);
+        server.once('error', onError);
+        server.listen({ port: p, host: h }, () => {
+          server.off('error', onError);
+          const a = server.address() as { port: number; address: string };
+          resolve({ port: a.port, host: a.address });
+        });
       });
-    });
+    const first = await bind(this.server, port, host);
+    try {
+      for (const l of this.listeners.slice(1))
+        await bind(l.server, l.listener.address.port, l.listener.address.host);
+    } catch (err) {
+      for (const l of this.listeners) l.server.close();
+      throw err;
+    }
+    for (const u of this.#runtime.upstreams.values()) u.start();
+    return first;
+  }
+
+  /** The port each public listener is bound to (useful with port 0), in config order. */
+  get ports(): number[] {
+    return this.listeners.map((l) => (l.server.address() as { port: number } | null)?.port ?? 0);
   }
 
   /**
@@ -239,8 +273,14 @@ export class Gateway implements ExchangeHost {
     if (this.#closing) return;
     this.#closing = true;
     const stopAt = performance.now();
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+    const closed = Promise.all(
+      this.listeners.map(({ server, tls }) => {
+        tls?.close();
+        const done = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        return done;
+      }),
+    );
     const jobs = this.jobs?.running.size ?? 0;
     if (this.#inflight > 0 || jobs > 0) {
       this.logger.info(
@@ -288,7 +328,7 @@ export class Gateway implements ExchangeHost {
       ]);
       clearTimeout(timer);
     }
-    this.server.closeAllConnections();
+    for (const { server } of this.listeners) server.closeAllConnections();
     await closed;
     // Background job calls get what is left of the grace period, then end `interrupted`.
     await this.jobs?.close(Math.max(0, graceMs - (performance.now() - stopAt)));
@@ -448,7 +488,11 @@ export class Gateway implements ExchangeHost {
       'x-forwarded-for',
       trusted && filtered.incomingXff ? `${filtered.incomingXff}, ${addr}` : addr,
       'x-forwarded-proto',
-      trusted && filtered.incomingProto ? filtered.incomingProto : 'http',
+      trusted && filtered.incomingProto
+        ? filtered.incomingProto
+        : (req.socket as { encrypted?: boolean }).encrypted
+          ? 'https'
+          : 'http',
       'x-forwarded-host',
       trusted && filtered.incomingFwdHost ? filtered.incomingFwdHost : (req.headers.host ?? ''),
       'via',

@@ -47,6 +47,13 @@ export function describeMatch(m: EffectiveConfig['routes'][number]['match']): st
     .join(' ');
 }
 
+/** Every public listener as a URL (https:// for TLS ones), with its actual port. */
+export function listenUrls(config: EffectiveConfig, sluice: Sluice): string[] {
+  return config.listeners.map(
+    (l, i) => `${l.tls ? 'https' : 'http'}://${hostPort(l.address.host, sluice.ports[i] ?? l.address.port)}`,
+  );
+}
+
 /** The one structured "listening" line of the operational log, for log collectors and supervisors. */
 export function logListening(
   logger: Logger,
@@ -57,7 +64,8 @@ export function logListening(
   logger.info(
     {
       ...extra,
-      listen: `http://${hostPort(config.listen.host, sluice.port)}`,
+      listen: listenUrls(config, sluice)[0],
+      listeners: listenUrls(config, sluice),
       admin:
         sluice.adminPort === undefined
           ? null

@@ -6,7 +6,7 @@ import { startDemoUpstream } from '../../demo/demo-upstream.ts';
 import { startSluice } from '../../main.ts';
 import { createLogger, type Logger } from '../../observability/logger.ts';
 import { parseFlags, UsageError } from '../args.ts';
-import { hostPort, logListening, runUntilSignal, timeoutTable } from './shared.ts';
+import { hostPort, listenUrls, logListening, runUntilSignal, timeoutTable } from './shared.ts';
 
 const HELP = `Usage: sluice start [-c sluice.yaml]
 
@@ -46,10 +46,10 @@ export async function run(argv: string[]): Promise<number> {
     onConfigLoaded: (next) => logLint(logger, next),
   });
   logLint(logger, config);
-  const l = config.listen;
-  const base = `http://${hostPort(l.host, sluice.port)}`;
+  const urls = listenUrls(config, sluice);
+  const base = urls[0];
   process.stderr.write(
-    `sluice listening on ${base}` +
+    `sluice listening on ${urls.join(', ')}` +
       (sluice.adminPort !== undefined
         ? `, admin on http://${hostPort(config.admin.listen.host, sluice.adminPort)}`
         : '') +

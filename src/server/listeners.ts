@@ -1,0 +1,150 @@
+/**
+ * The public listeners (SPEC §2 `listen`, §3 TLS): one node:http server per plain listener, one
+ * node:https server per TLS listener. A TLS listener holds one or more certificates; the client's SNI
+ * picks the one whose names (subjectAltName DNS entries, else the CN) match, exactly or by a `*.`
+ * wildcard, and the first otherwise. The files are watched: a changed certificate or key applies to
+ * new connections (connections already open keep theirs); a pair that no longer loads is refused and
+ * logged, and the running one stays.
+ */
+import { X509Certificate } from 'node:crypto';
+import { type FSWatcher, readFileSync, watch } from 'node:fs';
+import {
+  createServer as createHttpServer,
+  type RequestListener,
+  type Server,
+  type ServerOptions,
+} from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { basename, dirname } from 'node:path';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import type { Listener, TlsCertFiles } from '../config/resolve.ts';
+
+interface Loaded {
+  readonly cert: string;
+  readonly key: string;
+  readonly context: SecureContext;
+  /** Lower-case DNS names, `*.example.com` for wildcards. */
+  readonly names: readonly string[];
+}
+
+function namesOf(pem: string): string[] {
+  const x = new X509Certificate(pem);
+  const dns = (x.subjectAltName ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.startsWith('DNS:'))
+    .map((s) => s.slice(4).toLowerCase());
+  if (dns.length > 0) return dns;
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(x.subject)?.[1];
+  return cn ? [cn.toLowerCase()] : [];
+}
+
+function loadPair(files: TlsCertFiles): Loaded {
+  const cert = readFileSync(files.cert, 'utf8');
+  const key = readFileSync(files.key, 'utf8');
+  return { cert, key, context: createSecureContext({ cert, key }), names: namesOf(cert) };
+}
+
+/** The certificates of one TLS listener, kept current with their files. */
+export class TlsCertificates {
+  readonly #files: readonly TlsCertFiles[];
+  #loaded: Loaded[];
+  readonly #watchers: FSWatcher[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(files: readonly TlsCertFiles[]) {
+    this.#files = files;
+    this.#loaded = files.map(loadPair);
+  }
+
+  /** The default pair (the first), for the server's own context. */
+  get first(): { cert: string; key: string } {
+    return this.#loaded[0];
+  }
+
+  /** The context for a client's SNI name (undefined: no SNI). */
+  select(servername: string | undefined): SecureContext {
+    const loaded = this.#loaded;
+    if (servername && loaded.length > 1) {
+      const name = servername.toLowerCase();
+      const dot = name.indexOf('.');
+      const wildcard = dot === -1 ? undefined : `*${name.slice(dot)}`;
+      for (const l of loaded) if (l.names.includes(name)) return l.context;
+      if (wildcard) for (const l of loaded) if (l.names.includes(wildcard)) return l.context;
+    }
+    return loaded[0].context;
+  }
+
+  /** Reads every pair again; on any failure nothing changes and the error is returned. */
+  reload(): string | undefined {
+    try {
+      this.#loaded = this.#files.map(loadPair);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+
+  /** Watches the files' directories (renames included), debounced; calls back after each reload. */
+  watch(onReload: (error: string | undefined) => void): void {
+    const byDir = new Map<string, Set<string>>();
+    for (const f of this.#files)
+      for (const path of [f.cert, f.key]) {
+        const set = byDir.get(dirname(path)) ?? new Set<string>();
+        set.add(basename(path));
+        byDir.set(dirname(path), set);
+      }
+    for (const [dir, names] of byDir) {
+      try {
+        const w = watch(dir, { persistent: false }, (_event, changed) => {
+          if (changed && !names.has(changed) && !changed.startsWith('..')) return;
+          clearTimeout(this.#timer);
+          this.#timer = setTimeout(() => onReload(this.reload()), 200);
+          this.#timer.unref();
+        });
+        w.on('error', () => w.close());
+        this.#watchers.push(w);
+      } catch {
+        // A directory that cannot be watched: the files are read again on a config reload only.
+      }
+    }
+  }
+
+  close(): void {
+    clearTimeout(this.#timer);
+    for (const w of this.#watchers) w.close();
+  }
+}
+
+export interface PublicListener {
+  readonly server: Server;
+  readonly listener: Listener;
+  readonly tls: TlsCertificates | undefined;
+}
+
+/** A server for one listener; TLS ones get their certificates, SNI selection and file watching. */
+export function createPublicListener(
+  listener: Listener,
+  options: ServerOptions,
+  handler: RequestListener,
+  onTlsReload: (error: string | undefined, listener: Listener) => void,
+): PublicListener {
+  if (listener.tls === undefined)
+    return { server: createHttpServer(options, handler), listener, tls: undefined };
+  const certs = new TlsCertificates(listener.tls);
+  const server = createHttpsServer(
+    {
+      ...options,
+      ...certs.first,
+      SNICallback: (name, cb) => cb(null, certs.select(name)),
+    },
+    handler,
+  ) as unknown as Server;
+  certs.watch((error) => {
+    // The default context too, for clients that send no SNI.
+    if (error === undefined)
+      (server as unknown as { setSecureContext(o: object): void }).setSecureContext(certs.first);
+    onTlsReload(error, listener);
+  });
+  return { server, listener, tls: certs };
+}
