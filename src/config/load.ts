@@ -387,6 +387,10 @@ function describeIssue(issue: z.core.$ZodIssue, ctx: IssueContext): ConfigIssue[
     message = sizeProblem(found);
   } else if (kind === 'target' && typeof found === 'string') {
     message = targetProblem(found);
+  } else if (issue.code === 'invalid_union' && kind === 'address' && !Array.isArray(found)) {
+    // `listen`: an address, or a list of listeners; say what a single address looks like.
+    message = `expected host:port, e.g. 0.0.0.0:8080 or :8080 (or a list of listeners), got ${describe(found)}`;
+    if (typeof found === 'number') message += ` (write ":${found}" for every interface)`;
   } else if (issue.code === 'invalid_type') {
     const expected = unitHint(kind) ?? TYPE_WORDS[issue.expected] ?? issue.expected;
     message = `expected ${expected}, got ${describe(found)}`;
