@@ -186,6 +186,52 @@ routes: [{ name: r, match: { path: / }, upstream: demo, compress: { min_size: 0K
     assert.ok((times.at(-1) ?? 0) >= 1_100, 'the last chunk came when it was sent');
   });
 
+  test('back-pressure: a client that stops reading a large compressed body pauses the upstream, then gets all of it', async (t) => {
+    const base = document(64);
+    const body = Buffer.concat(Array.from({ length: 40 }, (_, i) => base.subarray(i, 60_000 + i)));
+    let paused = 0;
+    const up = await startHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+      // Written in 64 KiB pieces, honouring back-pressure, counting the pauses the gateway causes.
+      let i = 0;
+      const next = () => {
+        while (i < body.length) {
+          const ok = res.write(body.subarray(i, i + 65_536));
+          i += 65_536;
+          if (!ok) {
+            paused++;
+            res.once('drain', next);
+            return;
+          }
+        }
+        res.end();
+      };
+      next();
+    });
+    t.after(() => up.close());
+    const gw = await startTestGateway(`
+upstreams: { app: { targets: ["${up.url}"] } }
+routes: [{ name: r, match: { path: / }, upstream: app, compress: { algorithms: [gzip] } }]
+`);
+    t.after(() => gw.close());
+    const got = await new Promise<Buffer>((resolve, reject) => {
+      request(gw.url('/big'), { headers: { 'accept-encoding': 'gzip' } }, (res) => {
+        assert.equal(res.headers['content-encoding'], 'gzip');
+        res.pause();
+        setTimeout(() => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve(Buffer.concat(chunks)));
+          res.resume();
+        }, 500);
+      })
+        .on('error', reject)
+        .end();
+    });
+    assert.equal(sha(gunzipSync(got)), sha(body), `${body.length} bytes, whole`);
+    assert.ok(paused >= 1, 'the upstream was paused while the client did not read');
+  });
+
   test('the cache keeps compressed variants apart and serves them without recompressing', async (t) => {
     const body = document(64);
     let hits = 0;
