@@ -112,6 +112,8 @@ export interface EffectiveRoute {
   readonly lintIgnore?: readonly LintCode[];
   /** The response cache (SPEC §6), when the route has one. */
   readonly cache?: CacheConfig;
+  /** WebSocket and other Upgrade requests are tunnelled (SPEC §3), with this idle timeout (ms, 0 = none). */
+  readonly websocket?: { readonly idle: number };
   /** Response compression, when on (the route's `compress`, else `defaults.compress`). */
   readonly compress?: CompressConfig;
 }
@@ -263,7 +265,7 @@ function mergeTimeouts(...layers: (TimeoutsInput | undefined)[]): Timeouts {
   const out: Record<string, number> = { ...BUILTIN_TIMEOUTS };
   for (const layer of layers) {
     if (!layer) continue;
-    for (const [k, v] of Object.entries(layer)) if (v !== undefined) out[k] = v;
+    for (const [k, v] of Object.entries(layer)) if (v !== undefined && k !== 'idle') out[k] = v;
   }
   return Object.freeze(out as unknown as Timeouts);
 }
@@ -383,6 +385,11 @@ export function resolveConfig(
           varyLimit: r.cache.vary_limit,
         }),
       compress: compressFrom(r.compress ?? file.defaults.compress),
+      websocket: r.websocket
+        ? Object.freeze({
+            idle: r.timeouts?.idle ?? u?.timeouts?.idle ?? file.defaults.timeouts.idle ?? 300_000,
+          })
+        : undefined,
     } satisfies EffectiveRoute);
   });
   const routeNames = new Set(file.routes.map((r) => r.name));

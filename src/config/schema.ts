@@ -52,6 +52,9 @@ const timeoutsShape = {
   total: duration(
     'From request headers received until the response is complete, across all attempts. 0s disables. Default 29s.',
   ),
+  idle: duration(
+    'WebSocket (and other Upgrade) tunnels: silence in both directions after which the tunnel is closed; total does not apply to them. 0s disables. Default 5m.',
+  ),
 };
 const timeouts = z.strictObject(timeoutsShape).partial();
 
@@ -244,6 +247,10 @@ const route = z.strictObject({
     .boolean()
     .default(false)
     .meta({ description: 'Remove the matched path prefix before forwarding.' }),
+  websocket: z.boolean().default(true).meta({
+    description:
+      'Proxy WebSocket and other Upgrade requests on this route (connect and ttfb apply to the handshake, then timeouts.idle). Default true.',
+  }),
   timeouts: timeouts.optional(),
   max_body: size('Largest request body accepted (413).').optional(),
   lint: lint.meta({ description: "This route's lint findings to silence." }),

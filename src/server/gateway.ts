@@ -6,6 +6,7 @@
 
 import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import { BlockList, isIPv6, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { ResponseCache } from '../cache/cache.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import {
@@ -31,6 +32,7 @@ import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
 import type { ResponseTap } from '../proxy/tap.ts';
+import { answerRaw, tunnel } from '../proxy/tunnel.ts';
 import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { JobsHost } from './jobs-host.ts';
@@ -176,6 +178,9 @@ export class Gateway implements ExchangeHost {
       // One more than allowed, so that "too many" is visible instead of silently truncated.
       server.maxHeadersCount = c.max_headers + 1;
       server.on('checkContinue', (req, res) => this.handle(req, res, true));
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+        this.upgrade(req, socket, head),
+      );
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
         this.#clientError(err, socket),
       );
@@ -481,25 +486,7 @@ export class Gateway implements ExchangeHost {
       }
     }
 
-    const headers = filtered.headers;
-    const addr = clientAddress(req.socket);
-    const trusted = this.#trusted?.check(addr, isIPv6(addr) ? 'ipv6' : 'ipv4') === true;
-    headers.push(
-      'x-forwarded-for',
-      trusted && filtered.incomingXff ? `${filtered.incomingXff}, ${addr}` : addr,
-      'x-forwarded-proto',
-      trusted && filtered.incomingProto
-        ? filtered.incomingProto
-        : (req.socket as { encrypted?: boolean }).encrypted
-          ? 'https'
-          : 'http',
-      'x-forwarded-host',
-      trusted && filtered.incomingFwdHost ? filtered.incomingFwdHost : (req.headers.host ?? ''),
-      'via',
-      filtered.incomingVia ? `${filtered.incomingVia}, ${VIA}` : VIA,
-      'x-request-id',
-      requestId,
-    );
+    const headers = this.#forwardingHeaders(req, filtered, requestId);
 
     // Expect: 100-continue is answered here, once the request passed every check (a 413 never
     // invites the body); the upstream never sees Expect (undici does not support it).
@@ -543,6 +530,95 @@ export class Gateway implements ExchangeHost {
       headers,
       budget,
       forward,
+      log: (entry) => this.log(entry),
+    });
+  }
+
+  /** The request headers as forwarded: X-Forwarded-* (kept only from trusted proxies), Via, X-Request-Id. */
+  #forwardingHeaders(
+    req: IncomingMessage,
+    filtered: ReturnType<typeof filterRequestHeaders>,
+    requestId: string,
+  ): string[] {
+    const headers = filtered.headers;
+    const addr = clientAddress(req.socket);
+    const trusted = this.#trusted?.check(addr, isIPv6(addr) ? 'ipv6' : 'ipv4') === true;
+    headers.push(
+      'x-forwarded-for',
+      trusted && filtered.incomingXff ? `${filtered.incomingXff}, ${addr}` : addr,
+      'x-forwarded-proto',
+      trusted && filtered.incomingProto
+        ? filtered.incomingProto
+        : (req.socket as { encrypted?: boolean }).encrypted
+          ? 'https'
+          : 'http',
+      'x-forwarded-host',
+      trusted && filtered.incomingFwdHost ? filtered.incomingFwdHost : (req.headers.host ?? ''),
+      'via',
+      filtered.incomingVia ? `${filtered.incomingVia}, ${VIA}` : VIA,
+      'x-request-id',
+      requestId,
+    );
+    return headers;
+  }
+
+  /**
+   * An Upgrade request (WebSocket): the same checks as any request, then a tunnel to a target (SPEC §3)
+   * on routes that allow it.
+   */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const startedAt = now();
+    this.#inflight++;
+    const incomingId = req.headers['x-request-id'];
+    const requestId = isValidRequestId(incomingId as string | undefined)
+      ? (incomingId as string)
+      : newRequestId();
+    const target = parseTarget(req.url ?? '/');
+    const refuse = (err: GatewayError, rt?: RouteRuntime, logPath = req.url ?? '') => {
+      answerRaw(socket, err, requestId, startedAt);
+      this.log(
+        answeredEntry(answered(req, requestId, startedAt, logPath, rt), err.status, err.outcome, err.code),
+      );
+    };
+    socket.on('error', () => {});
+    if (target === undefined)
+      return refuse(new GatewayError('bad-request', { detail: 'invalid request target' }));
+    const logPath = target.path + target.query;
+    const filtered = filterRequestHeaders(req.rawHeaders, req.headers.connection);
+    if (filtered.hostCount > 1)
+      return refuse(
+        new GatewayError('bad-request', { detail: 'more than one Host header' }),
+        undefined,
+        logPath,
+      );
+    const rt = this.#runtime.table.match(req.method ?? 'GET', req.headers.host, target.path, req.headers);
+    if (rt === undefined)
+      return refuse(
+        new GatewayError('no-route', { detail: `no route matches ${req.method} ${target.path}` }),
+        undefined,
+        logPath,
+      );
+    if (rt.route.websocket === undefined)
+      return refuse(
+        new GatewayError('bad-request', {
+          detail: `route '${rt.name}' does not proxy Upgrade requests (websocket: false)`,
+          route: rt.name,
+        }),
+        rt,
+        logPath,
+      );
+    const stripped = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
+    const path = (stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`) + target.query;
+    tunnel({
+      rt,
+      req,
+      client: socket,
+      head,
+      requestId,
+      startedAt,
+      logPath,
+      path,
+      headers: this.#forwardingHeaders(req, filtered, requestId),
       log: (entry) => this.log(entry),
     });
   }
