@@ -6,8 +6,9 @@
  * atomic exactly like the SQLite store's transactions. Keys, under a prefix (default `sluice:`):
  *
  * - `{p}job:{id}`         hash: the record, one field per JobRecord field (absent = undefined);
- * - `{p}res:{id}:{token}` list: the result body in items of at most 256 KiB, written under a random
- *                          writer token; the job hash names the token only once `completed`;
+ * - `{p}res:{id}:{token}` hash: the result body, field `0`, `1`, … → items of at most 64 KiB, written
+ *                          under a random writer token; the job hash names the token only once
+ *                          `completed` (a reader never sees a partial body);
  * - `{p}queued`           zset: due queue jobs, score `run_at`, member `{created_at, 0-padded}:{id}`
  *                          (so ties on `run_at` go oldest first);
  * - `{p}leases`           zset: running jobs, score `lease_until`;
@@ -25,9 +26,9 @@
  * after the caller answered 503). Every failure is a JobStoreError (`store-unavailable`). The client
  * reconnects by itself.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Command, Redis, type RedisOptions } from 'ioredis';
 import {
   abandonBody,
   type CompleteOutcome,
@@ -48,8 +49,12 @@ import {
   type StreamedResult,
 } from './job-store.ts';
 
-/** Largest item of a stored result body. */
-export const CHUNK_BYTES = 256 * 1024;
+/**
+ * Largest item of a stored result body. Below the 64 KiB a socket read delivers, so that a chunk
+ * read back is a view of the read buffer (the reply decoder copies replies spanning several reads):
+ * bounded memory means little garbage too, not only few live buffers.
+ */
+export const CHUNK_BYTES = 64 * 1024 - 64;
 
 export interface RedisJobStoreOptions extends JobStoreOptions {
   /** Prefix of every key (and the channel). Default `sluice:` (or the URL's `?prefix=`). */
@@ -60,6 +65,13 @@ export interface RedisJobStoreOptions extends JobStoreOptions {
   connectWaitMs?: number;
   /** Redis TTL of a final job beyond its `keep_ms` (backstop for purgeExpired). Default 1 day. */
   ttlGraceMs?: number;
+  /**
+   * Honour `recoverInterrupted({ exclusive: true })`. Off by default: a Redis store is shared, and a
+   * gateway starting up (which asks for exclusive recovery) must not fail the jobs another instance is
+   * still serving; jobs of a dead instance are settled once their lease runs out. Turn it on only when
+   * this instance is known to be the only one on this Redis and prefix.
+   */
+  allowExclusiveRecovery?: boolean;
   /** Extra ioredis options (tests). */
   redis?: RedisOptions;
 }
@@ -259,7 +271,7 @@ if h[1] ~= 'running' or (ARGV[4] ~= '' and h[2] ~= ARGV[4]) then
   redis.call('DEL', rkey)
   return 0
 end
-redis.call('RPUSH', rkey, ARGV[6])
+redis.call('HSET', rkey, S(redis.call('HLEN', rkey)), ARGV[6])
 redis.call('PEXPIRE', rkey, ARGV[5])
 return 1`,
   // P, id, token, owner ('' = any), now, grace, meta[, last chunk]
@@ -272,7 +284,7 @@ if h[1] ~= 'running' or (ARGV[4] ~= '' and h[2] ~= ARGV[4]) then
   redis.call('DEL', rkey)
   return false
 end
-if ARGV[8] then redis.call('RPUSH', rkey, ARGV[8]) end
+if ARGV[8] then redis.call('HSET', rkey, S(redis.call('HLEN', rkey)), ARGV[8]) end
 redis.call('HSET', key, 'result_meta', ARGV[7], 'result_token', ARGV[3])
 redis.call('HDEL', key, 'error')
 local keep = final(key, id, 'completed', tonumber(ARGV[5]), tonumber(ARGV[6]))
@@ -331,6 +343,44 @@ return #ms`,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
+
+const SHA = Object.fromEntries(
+  Object.entries(SCRIPTS).map(([k, lua]) => [
+    k,
+    createHash('sha1')
+      .update(PRELUDE + lua)
+      .digest('hex'),
+  ]),
+) as Record<ScriptName, string>;
+
+/**
+ * A command whose Buffer arguments go to the socket as they are, instead of being copied into one
+ * buffer with the rest of the command as ioredis does: a result body is written without a copy.
+ */
+class ZeroCopyCommand extends Command {
+  readonly #args: readonly (string | Buffer)[];
+  constructor(name: string, args: (string | Buffer)[]) {
+    super(name, args, { replyEncoding: null });
+    this.#args = args;
+  }
+  override toWritable(socket: object): string {
+    const s = socket as { write(chunk: string | Buffer): boolean; cork(): void; uncork(): void };
+    let head = `*${this.#args.length + 1}\r\n$${Buffer.byteLength(this.name)}\r\n${this.name}\r\n`;
+    s.cork();
+    for (const a of this.#args) {
+      if (typeof a === 'string') {
+        head += `$${Buffer.byteLength(a)}\r\n${a}\r\n`;
+      } else {
+        s.write(`${head}$${a.length}\r\n`);
+        s.write(a);
+        head = '\r\n';
+      }
+    }
+    // The caller writes the rest (still corked): one segment on the wire.
+    process.nextTick(() => s.uncork());
+    return head;
+  }
+}
 type Reply = Buffer | null | number | Reply[];
 
 // ---- records -------------------------------------------------------------------------------------
@@ -429,6 +479,7 @@ export class RedisJobStore implements JobStore {
   readonly #instanceLeaseMs: number;
   readonly #connectWaitMs: number;
   readonly #grace: number;
+  readonly #allowExclusive: boolean;
   readonly #heartbeat: NodeJS.Timeout | undefined;
   /** Auto/prefer jobs this instance holds (leased to `instanceId`), renewed by the heartbeat. */
   readonly #held = new Set<string>();
@@ -448,6 +499,7 @@ export class RedisJobStore implements JobStore {
     this.#instanceLeaseMs = Math.round(options.instanceLeaseMs ?? 30_000);
     this.#connectWaitMs = options.connectWaitMs ?? 1_000;
     this.#grace = Math.round(options.ttlGraceMs ?? 86_400_000);
+    this.#allowExclusive = options.allowExclusiveRecovery ?? false;
     this.instanceId = `i${randomBytes(9).toString('base64url')}`;
     this.#r = new Redis(parsed.url, {
       // Fail fast instead of queueing: an operation waits for the connection in #ready (bounded),
@@ -459,6 +511,8 @@ export class RedisJobStore implements JobStore {
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
       ...options.redis,
     });
+    // Every operation waiting for a reconnection listens for 'ready'.
+    this.#r.setMaxListeners(0);
     this.#r.on('error', (err: Error) => {
       this.#lastError = err;
     });
@@ -483,7 +537,8 @@ export class RedisJobStore implements JobStore {
   /** Resolves once the connection is ready, waiting at most connectWaitMs; else store-unavailable. */
   async #ready(client: Redis = this.#r): Promise<void> {
     if (this.#closed) throw new JobStoreError('job store: closed');
-    if (client.status === 'ready') return;
+    // 'ready' with a dead socket: the drop is not processed yet; wait for the reconnection.
+    if (client.status === 'ready' && client.stream?.writable) return;
     if (client.status === 'end') throw new JobStoreError('job store: the Redis connection is closed');
     await new Promise<void>((resolve, reject) => {
       const done = (err?: Error) => {
@@ -519,6 +574,21 @@ export class RedisJobStore implements JobStore {
     return this.#run(what, (r) => {
       const cmd = (r as unknown as Record<string, (...a: unknown[]) => Promise<Reply>>)[`${name}Buffer`];
       return cmd.call(r, this.#p, ...args);
+    });
+  }
+
+  /** Like #script, for scripts carrying a body chunk (written without a copy). */
+  #bodyScript(what: string, name: ScriptName, ...args: (string | number | Buffer)[]): Promise<Reply> {
+    const argv = [SHA[name], '0', this.#p, ...args.map((a) => (typeof a === 'number' ? String(a) : a))];
+    return this.#run(what, async (r) => {
+      const send = () => r.sendCommand(new ZeroCopyCommand('evalsha', argv)) as Promise<Reply>;
+      try {
+        return await send();
+      } catch (err) {
+        if (!String((err as Error)?.message).startsWith('NOSCRIPT')) throw err;
+        await r.script('LOAD', PRELUDE + SCRIPTS[name]);
+        return await send();
+      }
     });
   }
 
@@ -566,6 +636,7 @@ export class RedisJobStore implements JobStore {
     if (this.#subscribed) return this.#subscribed;
     const sub = this.#r.duplicate({ enableOfflineQueue: true, commandTimeout: undefined });
     this.#sub = sub;
+    sub.setMaxListeners(0);
     sub.on('error', () => {});
     sub.on('message', (_channel: string, id: string) => this.#remoteFinal(id));
     // Messages may have been missed while disconnected: look again at every waiter on reconnection.
@@ -708,7 +779,7 @@ export class RedisJobStore implements JobStore {
           off += n;
           if (fill === CHUNK_BYTES) {
             // Stored only while still ours: a cancellation (or a lost lease) stops storing at once.
-            const kept = await this.#script('complete', 'sluiceStage', id, token, who, stageTtl, pending);
+            const kept = await this.#bodyScript('complete', 'sluiceStage', id, token, who, stageTtl, pending);
             fill = 0;
             if (kept !== 1) return 'refused';
           }
@@ -734,7 +805,7 @@ export class RedisJobStore implements JobStore {
     if (fill > 0) args.push(pending!.subarray(0, fill));
     let done: JobRecord | undefined;
     try {
-      done = fromFlat(await this.#script('complete', 'sluiceComplete', ...args));
+      done = fromFlat(await this.#bodyScript('complete', 'sluiceComplete', ...args));
     } catch (err) {
       discard();
       throw err;
@@ -773,7 +844,7 @@ export class RedisJobStore implements JobStore {
     if (status !== 'completed' || !metaJson || !token) return undefined;
     const meta = JSON.parse(metaJson) as ResultMeta;
     const key = `${this.#p}res:${id}:${token}`;
-    const read = (seq: number) => this.#run('readResult', (r) => r.lindexBuffer(key, seq));
+    const read = (seq: number) => this.#run('readResult', (r) => r.hgetBuffer(key, String(seq)));
     async function* chunks(): AsyncGenerator<Buffer> {
       let left = meta.size;
       for (let seq = 0; left > 0; seq++) {
@@ -809,7 +880,7 @@ export class RedisJobStore implements JobStore {
 
   async recoverInterrupted(options: RecoverOptions = {}): Promise<RecoveryReport> {
     const now = this.#now();
-    const excl = options.exclusive ? '1' : '0';
+    const excl = options.exclusive && this.#allowExclusive ? '1' : '0';
     const found = (await this.#script(
       'recoverInterrupted',
       'sluiceOrphans',
