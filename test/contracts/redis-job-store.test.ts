@@ -6,6 +6,7 @@
  * TTLs, and no keys left behind after a purge. Skipped when no Redis answers.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -167,6 +168,52 @@ if (!available) {
       const got = claims.filter((c) => c !== undefined).map((c) => c.id);
       assert.equal(got.length, 20);
       assert.deepEqual(new Set(got), ids);
+    });
+
+    test('kill -9 of a gateway process: its jobs survive in Redis; another instance settles them when the leases run out', async () => {
+      const p = freshPrefix();
+      const storeUrl = new URL('../../src/jobs/redis-job-store.ts', import.meta.url).href;
+      const script = `
+        import { RedisJobStore } from ${JSON.stringify(storeUrl)};
+        const s = new RedisJobStore(${JSON.stringify(URL_)}, { heartbeatMs: 0, prefix: ${JSON.stringify(p)} });
+        const base = { route: 'r', keep_ms: 60000, max_result: 1000, idempotent: false };
+        await s.create({ ...base, id: 'Jauto000000000000000000000', mode: 'auto', status: 'running' });
+        await s.create({ ...base, id: 'Jsafe000000000000000000000', mode: 'queue', status: 'queued', idempotent: true,
+          request: { method: 'GET', path: '/', headers: [] } });
+        await s.create({ ...base, id: 'Jpost000000000000000000000', mode: 'queue', status: 'queued',
+          request: { method: 'POST', path: '/', headers: [], body: Buffer.from('x') } });
+        await s.claim(s.instanceId + ':w0', 60000);
+        await s.claim(s.instanceId + ':w1', 60000);
+        process.stdout.write('ready\\n');
+        setInterval(() => {}, 1000);
+      `;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let err = '';
+      child.stderr.on('data', (c) => (err += c));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (c: Buffer) => c.toString().includes('ready') && resolve());
+        child.on('exit', (code) => reject(new Error(`child exited ${code}: ${err}`)));
+      });
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+
+      let now = Date.now();
+      const other = new RedisJobStore(URL_, { now: () => now, heartbeatMs: 0, prefix: p });
+      try {
+        assert.equal((await other.get('Jauto000000000000000000000'))?.status, 'running');
+        // A starting instance asks for exclusive recovery: it must not take the leases for dead yet.
+        assert.deepEqual(await other.recoverInterrupted({ exclusive: true }), { failed: 0, requeued: 0 });
+        now += 61_000; // past the 30 s instance lease and the 60 s worker leases
+        assert.deepEqual(await other.recoverInterrupted(), { failed: 2, requeued: 1 });
+        assert.equal((await other.get('Jauto000000000000000000000'))?.error?.code, 'interrupted');
+        assert.equal((await other.get('Jsafe000000000000000000000'))?.status, 'queued');
+        assert.equal((await other.get('Jpost000000000000000000000'))?.error?.code, 'interrupted');
+        assert.equal((await other.claim('w', 1_000))?.id, 'Jsafe000000000000000000000');
+      } finally {
+        await other.close();
+      }
     });
 
     test('the heartbeat keeps this instance’s auto jobs alive', async (t) => {
