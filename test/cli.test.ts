@@ -478,8 +478,8 @@ describe('check', { concurrency: 3 }, () => {
     const cases: [string, string, RegExp][] = [
       [
         'store',
-        base.replace('access_log: stdout', 'access_log: stdout\nstore: redis://127.0.0.1:6379/0'),
-        /:4: store: the Redis job store is not available in this version; use sqlite:PATH$/,
+        base.replace('access_log: stdout', 'access_log: stdout\nstore: redis://127.0.0.1:6379/x'),
+        /:4: store: database "x" is not a number: redis:\/\/host:port\/db$/,
       ],
       [
         'admin',

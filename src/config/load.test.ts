@@ -619,7 +619,7 @@ test(`an unset \${VAR} is reported with its line and validation goes on: every p
   assert.equal(later.issues.length, 2, later.message);
 });
 
-test('what start refuses is refused at load, with its line: admin beyond loopback without a token, a Redis store', () => {
+test('what start refuses is refused at load, with its line: admin beyond loopback without a token, a malformed Redis store URL', () => {
   const admin = fail(`admin:\n  listen: 0.0.0.0:8081\n${BASE}`);
   hasIssue(admin, 2, 'admin.listen', /0\.0\.0\.0:8081 is not loopback: set admin\.token/);
   const empty = fail(`admin: { listen: ":8081", token: "" }\n${BASE}`);
@@ -628,8 +628,22 @@ test('what start refuses is refused at load, with its line: admin beyond loopbac
     assert.equal(load(`admin: { listen: "${ok}" }\n${BASE}`).admin.token, undefined);
   assert.equal(load(`admin: { listen: ":8081", token: s3cret }\n${BASE}`).admin.token, 's3cret');
 
-  const redis = fail(`store: redis://127.0.0.1:6379/0\n${BASE}`);
-  hasIssue(redis, 1, 'store', /the Redis job store is not available in this version; use sqlite:PATH/);
+  const redis = fail(`store: redis://127.0.0.1:6379/zero\n${BASE}`);
+  hasIssue(redis, 1, 'store', /database "zero" is not a number: redis:\/\/host:port\/db/);
+  const option = fail(`store: rediss://cache:6380/1?ttl=5\n${BASE}`);
+  hasIssue(option, 1, 'store', /unknown option ttl=5 \(supported: prefix=KEY_PREFIX\)/);
+});
+
+test('a Redis store is accepted: redis:// or rediss://, with a password, a db and a key prefix', () => {
+  const env = { REDIS_PW: 's3cret' };
+  for (const url of [
+    'redis://127.0.0.1:6379/0',
+    'redis://localhost',
+    `rediss://:\${REDIS_PW}@cache.internal:6380/2`,
+    `redis://gw:\${REDIS_PW}@10.0.0.5:6379/9?prefix=sluice-eu:`,
+  ]) {
+    assert.equal(load(`store: "${url}"\n${BASE}`, env).store, url.replace(`\${REDIS_PW}`, 's3cret'));
+  }
 });
 
 test('an access_log (or job store) path that cannot be created is refused naming the key, and nothing is created', () => {
@@ -655,10 +669,10 @@ test('an access_log (or job store) path that cannot be created is refused naming
 
 test("start's refusals are reported beside the schema's issues, not only once those are fixed", () => {
   const err = fail(
-    `admin: { listen: "0.0.0.0:8081" }\nstore: redis://127.0.0.1:6379/0\n${BASE}    timeouts: { total: 2 s }\n`,
+    `admin: { listen: "0.0.0.0:8081" }\nstore: redis://127.0.0.1:6379/x\n${BASE}    timeouts: { total: 2 s }\n`,
   );
   hasIssue(err, 1, 'admin.listen', /is not loopback/);
-  hasIssue(err, 2, 'store', /Redis job store is not available/);
+  hasIssue(err, 2, 'store', /database "x" is not a number/);
   hasIssue(err, 9, 'routes[0].timeouts.total', /`2 s` is not a duration/);
   assert.equal(err.issues.length, 3, err.message);
 });

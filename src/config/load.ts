@@ -17,6 +17,7 @@ import {
   visit,
 } from 'yaml';
 import type { z } from 'zod';
+import { redisStoreProblem } from '../jobs/redis-job-store.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import { type EffectiveConfig, isLoopback, parseListen, resolveConfig } from './resolve.ts';
 import {
@@ -202,7 +203,8 @@ function fileIssues(config: EffectiveConfig, ctx: IssueContext): ConfigIssue[] {
 
 /**
  * The refusals of start that resolveConfig and fileIssues make, from the raw values (when the schema
- * refused something else): admin beyond loopback without a token, a Redis store, an access_log path.
+ * refused something else): admin beyond loopback without a token, a malformed
+ * Redis store URL, an access_log path.
  */
 function startRefusals(raw: unknown, ctx: IssueContext): ConfigIssue[] {
   const out: ConfigIssue[] = [];
@@ -219,12 +221,9 @@ function startRefusals(raw: unknown, ctx: IssueContext): ConfigIssue[] {
         message: `${listen} is not loopback: set admin.token (e.g. token: "\${SLUICE_ADMIN_TOKEN}"), or listen on 127.0.0.1`,
       });
   }
-  if (/^rediss?:\/\//.test(str(['store']) ?? ''))
-    out.push({
-      path: 'store',
-      line: ctx.line?.(['store']),
-      message: 'the Redis job store is not available in this version; use sqlite:PATH',
-    });
+  const store = str(['store']) ?? '';
+  const redisProblem = /^rediss?:\/\//.test(store) ? redisStoreProblem(store) : undefined;
+  if (redisProblem) out.push({ path: 'store', line: ctx.line?.(['store']), message: redisProblem });
   const dest = str(['access_log']);
   if (dest !== undefined && dest !== 'stdout' && dest !== 'stderr' && dest !== 'off') {
     const why = writableFileProblem(dest);

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
+import { redisStoreProblem } from '../jobs/redis-job-store.ts';
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import type { LintCode } from './lint-codes.ts';
@@ -444,13 +445,8 @@ export function resolveConfig(
       message: `${file.admin.listen} is not loopback: set admin.token (e.g. token: "\${SLUICE_ADMIN_TOKEN}"), or listen on 127.0.0.1`,
     });
   }
-  if (/^rediss?:\/\//.test(file.store)) {
-    issues.push({
-      path: 'store',
-      line: lineOf(['store']),
-      message: 'the Redis job store is not available in this version; use sqlite:PATH',
-    });
-  }
+  const redisProblem = /^rediss?:\/\//.test(file.store) ? redisStoreProblem(file.store) : undefined;
+  if (redisProblem) issues.push({ path: 'store', line: lineOf(['store']), message: redisProblem });
   const clientAlias = file.defaults.client_timeout;
   if (clientAlias !== undefined && file.chain?.client !== undefined && clientAlias !== file.chain.client) {
     issues.push({

@@ -449,7 +449,7 @@ export const configSchema = z.strictObject({
     .meta({ description: 'Processes serving the listener. Only 1 in this version; `auto` is planned.' }),
   store: z
     .string()
-    .regex(/^(sqlite:.+|redis:\/\/.+)$/, 'expected sqlite:PATH or redis://host:port/db')
+    .regex(/^(sqlite:.+|rediss?:\/\/.+)$/, 'expected sqlite:PATH or redis://host:port/db')
     .default('sqlite:./.sluice/sluice.db')
     .meta({ description: 'Where async jobs live: sqlite:PATH (one instance) or redis://… (several).' }),
   jobs: z

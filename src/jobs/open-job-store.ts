@@ -1,22 +1,30 @@
 /**
  * Opens the job store named by the config's `store` (SPEC §2): `sqlite:PATH` (default
  * `sqlite:./.sluice/sluice.db`, relative to `baseDir`), optionally `sqlite:PATH?synchronous=full`.
- * `redis://…` is reserved for the shared store of SPEC §10 and not available yet.
+ * `redis://[[user]:password@]host[:port][/db][?prefix=P]` (or `rediss://`, TLS) opens the shared store of
+ * SPEC §10 (several instances on one Redis); the connection is made in the background.
  */
 import { isAbsolute, resolve } from 'node:path';
 import type { JobStore } from './job-store.ts';
+import { RedisJobStore, type RedisJobStoreOptions } from './redis-job-store.ts';
 import { SqliteJobStore, type SqliteJobStoreOptions } from './sqlite-job-store.ts';
 
-export interface OpenJobStoreOptions extends SqliteJobStoreOptions {
+export interface OpenJobStoreOptions extends SqliteJobStoreOptions, RedisJobStoreOptions {
   /** Directory relative SQLite paths are resolved against. Default: the working directory. */
   baseDir?: string;
 }
 
 export function openJobStore(url: string, options: OpenJobStoreOptions = {}): JobStore {
   if (url.startsWith('redis://') || url.startsWith('rediss://')) {
-    throw new Error(`store ${url}: the Redis job store is not available in this version; use sqlite:PATH`);
+    try {
+      return new RedisJobStore(url, options);
+    } catch (err) {
+      // Never the password in a message.
+      throw new Error(`store ${url.replace(/\/\/([^@/]*)@/, '//***@')}: ${(err as Error).message}`);
+    }
   }
-  if (!url.startsWith('sqlite:')) throw new Error(`store ${url}: expected sqlite:PATH`);
+  if (!url.startsWith('sqlite:'))
+    throw new Error(`store ${url}: expected sqlite:PATH or redis://host:port/db`);
   let rest = url.slice('sqlite:'.length);
   let synchronous = options.synchronous;
   const q = rest.indexOf('?');

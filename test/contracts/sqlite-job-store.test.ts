@@ -58,7 +58,7 @@ describe('SqliteJobStore specifics', () => {
     assert.equal((await store.counts()).r?.running, 1);
     assert.throws(() => openJobStore('sqlite:', {}), /sqlite:PATH/);
     assert.throws(() => openJobStore('sqlite:./x.db?synchronous=sometimes', {}), /synchronous/);
-    assert.throws(() => openJobStore('redis://127.0.0.1:6379/0', {}), /redis/i);
+    assert.throws(() => openJobStore('redis://127.0.0.1:6379/x', {}), /redis/i);
   });
 
   test('an unopenable database is store-unavailable', () => {
