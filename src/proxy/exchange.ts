@@ -60,6 +60,13 @@ const TOO_LATE = 3; // answered synchronously after all (headers came first, or 
 
 const now = performance.now.bind(performance);
 
+/**
+ * Request bodies kept for retries (retry.buffer) by every exchange together, and the most they may
+ * hold: 10,000 concurrent 64 KB uploads cannot pin 640 MB; past the cap bodies stream uncopied.
+ */
+let keptBodyBytes = 0;
+const KEPT_BODY_CAP = 64 * 1024 * 1024;
+
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
 /** An error used to abort the upstream request when the client went away or a try is abandoned. */
@@ -422,7 +429,10 @@ export class Exchange {
     const copy = this.#bodyCopy;
     if (copy !== undefined) {
       this.#bodyCopied += chunk.length;
-      if (this.#bodyCopied > (this.rt.retry?.buffer ?? 0)) this.#bodyCopy = undefined;
+      keptBodyBytes += chunk.length;
+      // Past the route's buffer, or the process-wide cap on kept bodies: streamed without a copy.
+      if (this.#bodyCopied > (this.rt.retry?.buffer ?? 0) || keptBodyBytes > KEPT_BODY_CAP)
+        this.#dropBodyCopy();
       else copy.push(chunk as Buffer);
     }
     this.lastActivity = now();
@@ -465,6 +475,8 @@ export class Exchange {
       this.#fail(this.#malformed('Content-Length with Transfer-Encoding'));
       return false;
     }
+    // No retry is possible once the response begins: the kept body is released.
+    this.#dropBodyCopy();
     this.state = READING;
     this.headersAt = t;
     this.lastActivity = t;
@@ -641,6 +653,13 @@ export class Exchange {
     const need = (retry.per_try ?? 0) > 0 ? (retry.per_try as number) : 50;
     if (left < need + retry.backoff) return false;
     return this.rt.retryBudget?.tryRetry() !== false;
+  }
+
+  /** Releases the kept request body (the response began, or it cannot be kept). */
+  #dropBodyCopy(): void {
+    if (this.#bodyCopy === undefined) return;
+    keptBodyBytes -= this.#bodyCopied;
+    this.#bodyCopy = undefined;
   }
 
   /** The whole request body was sent and kept (retry.buffer): a retry can send it again. */
@@ -980,6 +999,7 @@ export class Exchange {
 
   /** Stops the timer and gives back the target, the slot and the breaker admission. */
   #release(): void {
+    this.#dropBodyCopy();
     if (this.#timer !== null) {
       clearTimeout(this.#timer);
       this.#timer = null;
