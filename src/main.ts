@@ -21,6 +21,7 @@ import {
   type Observability,
   observabilityRoutes,
 } from './observability/observability.ts';
+import { openTunnels } from './proxy/tunnel.ts';
 import { Gateway } from './server/gateway.ts';
 import type { CircuitState } from './upstream/circuit-breaker.ts';
 
@@ -217,6 +218,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   observability.start();
   observability.setProviders({
     viewers: () => ({ connected: events.size, dropped: events.dropped }),
+    tunnels: () => openTunnels,
     cache: () => {
       const c = gateway.cache;
       return { results: c.results, capacity: c.store.capacity, ...c.store.counters };

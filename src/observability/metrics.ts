@@ -55,6 +55,8 @@ export interface MetricProviders {
   circuits?: () => Record<string, CircuitState>;
   /** Health of every target → `sluice_target_healthy{upstream,target}` (1 healthy, 0 not). */
   targets?: () => Iterable<{ upstream: string; target: string; healthy: boolean }>;
+  /** WebSocket (Upgrade) tunnels open now. */
+  tunnels?: () => number;
   /** Live views on GET /api/events: connected now, and dropped for not reading since start. */
   viewers?: () => { connected: number; dropped: number };
   /** The response cache: requests by route and result, and the store's entries, bytes and evictions. */
@@ -600,6 +602,16 @@ export class Metrics {
           this.reset();
           for (const [upstream, state] of Object.entries(providers().circuits?.() ?? {}))
             this.set({ upstream }, CIRCUIT_VALUE[state]);
+        },
+      });
+    }
+    if (p.tunnels && !this.registry.getSingleMetric('sluice_tunnels_open')) {
+      new Gauge({
+        name: 'sluice_tunnels_open',
+        help: 'WebSocket and other Upgrade tunnels open now (each also counts once in sluice_requests_total, with status 101, when it ends).',
+        registers,
+        collect() {
+          this.set(providers().tunnels?.() ?? 0);
         },
       });
     }

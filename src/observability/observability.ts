@@ -223,7 +223,8 @@ export function createObservability(initial: EffectiveConfig, deps: Observabilit
         r.series.record(e);
         if (e.upstream !== null) metrics.upstream(e.upstream).record(e);
         const w = r.window;
-        if (w === undefined || o === 'rejected' || o === 'shutdown') return;
+        // A WebSocket tunnel (101) lasts as long as its users talk: no latency against a budget.
+        if (w === undefined || o === 'rejected' || o === 'shutdown' || e.status === 101) return;
         const failed = o === 'timeout' || isError(e);
         r.recent?.offer(e, failed, r.slowMs);
         // A timeout or shed that only the client's own shorter budget caused is the client's choice:

@@ -47,8 +47,12 @@ export function answerRaw(socket: Duplex, err: GatewayError, requestId: string, 
   );
 }
 
+/** Tunnels open now, for the sluice_tunnels_open gauge. */
+export let openTunnels = 0;
+
 export function tunnel(t: TunnelRequest): void {
   const { rt, req, client } = t;
+  openTunnels++;
   const target = rt.upstream.pick();
   let status = 0;
   let outcome: AccessLogEntry['outcome'] = 'ok';
@@ -62,6 +66,7 @@ export function tunnel(t: TunnelRequest): void {
   const finish = () => {
     if (logged) return;
     logged = true;
+    openTunnels--;
     const r = (x: number) => Math.round(x * 100) / 100;
     t.log({
       time: isoNow(),

@@ -69,12 +69,15 @@ async function wsUpstream(mode: Mode): Promise<{ server: Server; url: string; so
 }
 
 async function gatewayFor(upstreamUrl: string, route = '') {
-  return startTestGateway(`
+  return startTestGateway(
+    `
 upstreams: { ws: { targets: ["${upstreamUrl}"] } }
 routes:
   - { name: live, match: { path: /live }, upstream: ws, timeouts: { ttfb: 300ms, idle: 400ms }${route} }
   - { name: closed, match: { path: /closed }, upstream: ws, websocket: false }
-`);
+`,
+    { admin: true },
+  );
 }
 
 describe('WebSocket', () => {
@@ -98,6 +101,8 @@ describe('WebSocket', () => {
     ws.send('hello');
     ws.send('again');
     await got;
+    const metrics = await (await fetch(`http://127.0.0.1:${gw.sluice.adminPort}/metrics`)).text();
+    assert.match(metrics, /^sluice_tunnels_open 1$/m);
     assert.deepEqual(replies, ['HELLO', 'AGAIN']);
     ws.close();
     const line = await gw.log.next((e) => e.route === 'live');
@@ -105,6 +110,8 @@ describe('WebSocket', () => {
     assert.equal(line.outcome, 'ok');
     assert.ok(line.bytes_in > 10 && line.bytes_out > 10, `${line.bytes_in} in, ${line.bytes_out} out`);
     assert.equal(line.path, '/live/chat');
+    // Counted as a request, but a tunnel's minutes are no latency: the route's window stays empty.
+    assert.equal(gw.sluice.observability.window('live')?.count, 0);
   });
 
   test('an upstream that refuses the upgrade answers the client with its own response', async (t) => {
