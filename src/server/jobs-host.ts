@@ -10,7 +10,13 @@ import { fromUpstreamFailure, GatewayError, upstreamTimeout } from '../errors.ts
 import { CallbackSender } from '../jobs/callback.ts';
 import { Janitor } from '../jobs/janitor.ts';
 import { JobResource } from '../jobs/job-resource.ts';
-import type { JobCounts, JobError, JobRecord, JobStore } from '../jobs/job-store.ts';
+import {
+  isStoreUnavailable,
+  type JobCounts,
+  type JobError,
+  type JobRecord,
+  type JobStore,
+} from '../jobs/job-store.ts';
 import { jobErrorFrom } from '../jobs/job-view.ts';
 import { openJobStore } from '../jobs/open-job-store.ts';
 import { type Delivery, QueueWorker } from '../jobs/queue-worker.ts';
@@ -155,9 +161,21 @@ export class JobsHost {
 
   /** Recovers what a crash left (this process owns the SQLite store), then starts the workers. */
   async start(): Promise<void> {
-    const report = await this.store.recoverInterrupted({ exclusive: true });
-    if (report.failed + report.requeued > 0) {
-      this.logger.warn({ ...report }, 'recovered jobs interrupted by a previous stop');
+    try {
+      // Exclusive only where this process is the store's one user (SQLite); a shared store (Redis)
+      // settles other instances' jobs by their leases instead.
+      const report = await this.store.recoverInterrupted({ exclusive: true });
+      if (report.failed + report.requeued > 0) {
+        this.logger.warn({ ...report }, 'recovered jobs interrupted by a previous stop');
+      }
+    } catch (err) {
+      if (!isStoreUnavailable(err)) throw err;
+      // The store is down: the gateway starts anyway (plain proxying is unaffected, new offloads get
+      // 503 store-unavailable); the janitor settles interrupted jobs once the store is back.
+      this.logger.warn(
+        { error: (err as Error).message },
+        'job store unavailable at start: offloads answer 503 until it is back',
+      );
     }
     this.worker.start();
     this.#janitor.start();
