@@ -4,19 +4,18 @@
  * (RFC 9209 tls_certificate_error / tls_protocol_error), never proxy_internal_error.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import https from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { ConfigError } from '../../src/config/errors.ts';
 import { loadConfigText } from '../../src/config/load.ts';
+import { certDir } from '../certs.ts';
 import { problemOf, startHttpServer, startTestGateway, type TestServer } from '../helpers.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sluice-tls-'));
-const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+const certs = certDir('sluice-tls-');
+const dir = certs.dir;
 
 async function httpsServer(key: string, cert: string): Promise<{ url: string; close(): void }> {
   const server = https.createServer(
@@ -41,99 +40,12 @@ let unknownCa: Awaited<ReturnType<typeof httpsServer>>;
 let plain: TestServer;
 
 before(async () => {
-  // A self-signed leaf, and a leaf signed by a CA nobody trusts.
-  openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'self.key',
-    '-out',
-    'self.pem',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=127.0.0.1',
-  );
-  openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=Test CA',
-  );
-  openssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'leaf.key',
-    '-out',
-    'leaf.csr',
-    '-subj',
-    '/CN=127.0.0.1',
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    'leaf.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'leaf.pem',
-    '-days',
-    '2',
-  );
-  // Leaves of that CA with proper names: an IP address, and a DNS name for servername.
-  const leaf = (name: string, san: string) => {
-    writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\n`);
-    openssl(
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.csr`,
-      '-subj',
-      '/CN=leaf',
-    );
-    openssl(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      'ca.pem',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      `${name}.pem`,
-      '-days',
-      '2',
-      '-extfile',
-      `${name}.ext`,
-    );
-  };
-  leaf('ip', 'IP:127.0.0.1');
-  leaf('dns', 'DNS:api.internal');
+  // A self-signed leaf; a leaf signed by a CA nobody trusts (no names); leaves of that CA with names.
+  certs.selfSigned('self', '127.0.0.1');
+  certs.ca();
+  certs.issue('leaf', 'email:none@test');
+  certs.issue('ip', 'IP:127.0.0.1');
+  certs.issue('dns', 'DNS:api.internal');
   selfSigned = await httpsServer('self.key', 'self.pem');
   trusted = await httpsServer('ip.key', 'ip.pem');
   named = await httpsServer('dns.key', 'dns.pem');
@@ -147,7 +59,7 @@ after(async () => {
   named?.close();
   unknownCa?.close();
   await plain?.close();
-  rmSync(dir, { recursive: true, force: true });
+  certs.remove();
 });
 
 describe('HTTPS upstreams that fail TLS', () => {

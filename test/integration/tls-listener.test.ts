@@ -5,10 +5,8 @@
  * that name the file. Real sockets, certificates made by openssl in the test.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect, type PeerCertificate } from 'node:tls';
@@ -17,69 +15,22 @@ import { loadConfigText } from '../../src/config/load.ts';
 import { startDemoUpstream } from '../../src/demo/demo-upstream.ts';
 import { startSluice } from '../../src/main.ts';
 import { MemoryAccessLog } from '../../src/observability/access-log.ts';
+import { certDir } from '../certs.ts';
 import { sleep } from '../helpers.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sluice-tls-listen-'));
-const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-const path = (f: string) => join(dir, f);
-
-/** A certificate for `name` signed by the test CA, into `<file>.pem` / `<file>.key`. */
-function issue(file: string, name: string): void {
-  writeFileSync(path(`${file}.ext`), `subjectAltName=DNS:${name}\n`);
-  openssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    `${file}.key`,
-    '-out',
-    `${file}.csr`,
-    '-subj',
-    `/CN=${name}`,
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    `${file}.csr`,
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    `${file}.pem`,
-    '-days',
-    '2',
-    '-extfile',
-    `${file}.ext`,
-  );
-}
+const certs = certDir('sluice-tls-listen-');
+const dir = certs.dir;
+const path = certs.path;
 
 let ca: string;
 before(() => {
-  openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=Test CA',
-  );
+  certs.ca();
   ca = readFileSync(path('ca.pem'), 'utf8');
-  issue('a', 'a.test');
-  issue('b', 'b.test');
-  issue('a2', 'a.test');
+  certs.issue('a', 'DNS:a.test');
+  certs.issue('b', 'DNS:b.test');
+  certs.issue('a2', 'DNS:a.test');
 });
-after(() => rmSync(dir, { recursive: true, force: true }));
+after(() => certs.remove());
 
 /** The certificate a TLS handshake with `servername` gets. */
 function peer(port: number, servername?: string): Promise<PeerCertificate> {
