@@ -126,6 +126,8 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
           listen: config.admin.listen,
           token: config.admin.token,
           ready: () => !draining && gateway.server.listening,
+          // Plain proxying goes on while the job store is down: readiness stays, the store is named.
+          readiness: () => (gateway.jobs ? { job_store: gateway.jobs.storeUp ? 'up' : 'down' } : {}),
         });
   let loadedAt = new Date();
   let resetLive = () => {};
@@ -219,6 +221,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   observability.setProviders({
     viewers: () => ({ connected: events.size, dropped: events.dropped }),
     tunnels: () => openTunnels,
+    jobStoreUp: gateway.jobs ? () => (gateway.jobs?.storeUp ? 1 : 0) : undefined,
     cache: () => {
       const c = gateway.cache;
       return { results: c.results, capacity: c.store.capacity, ...c.store.counters };

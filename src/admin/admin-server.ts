@@ -14,6 +14,8 @@ export interface AdminOptions {
   token: string | undefined;
   /** Whether the gateway is ready for traffic (listening and not draining). */
   ready: () => boolean;
+  /** More to say in /readyz (e.g. the job store's state), without changing its status. */
+  readiness?: () => Record<string, unknown>;
 }
 
 export { isLoopback };
@@ -45,9 +47,11 @@ export class AdminServer {
     this.route('/healthz', (_req, res) =>
       json(res, 200, { status: 'ok', auth: this.#tokenDigest ? 'token' : 'none' }),
     );
-    this.route('/readyz', (_req, res) =>
-      this.#options.ready() ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'not ready' }),
-    );
+    this.route('/readyz', (_req, res) => {
+      const more = this.#options.readiness?.() ?? {};
+      if (this.#options.ready()) json(res, 200, { status: 'ready', ...more });
+      else json(res, 503, { status: 'not ready', ...more });
+    });
   }
 
   /** Registers a handler for an exact path (GET and others alike: the handler checks the method). */

@@ -26,6 +26,7 @@ export class Janitor {
   #countsTimer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
   #counts: JobCounts = {};
+  #storeUp = true;
 
   constructor(options: JanitorOptions) {
     this.#store = options.store;
@@ -50,11 +51,27 @@ export class Janitor {
     this.#countsTimer.unref();
   }
 
+  /**
+   * Whether the store answered the last counts refresh (every few seconds): false while it is down
+   * (for /readyz, `sluice_job_store_up` and the log).
+   */
+  get storeUp(): boolean {
+    return this.#storeUp;
+  }
+
   async refreshCounts(): Promise<void> {
     try {
       this.#counts = await this.#store.counts();
-    } catch {
-      // Keep the last known counts; the store failure shows elsewhere.
+      if (!this.#storeUp) this.#logger.info('job store reachable again');
+      this.#storeUp = true;
+    } catch (err) {
+      // Keep the last known counts; say once that the store is down.
+      if (this.#storeUp)
+        this.#logger.warn(
+          { error: (err as Error).message },
+          'job store unavailable: offloads answer 503 until it is back',
+        );
+      this.#storeUp = false;
     }
   }
 

@@ -55,6 +55,8 @@ export interface MetricProviders {
   circuits?: () => Record<string, CircuitState>;
   /** Health of every target → `sluice_target_healthy{upstream,target}` (1 healthy, 0 not). */
   targets?: () => Iterable<{ upstream: string; target: string; healthy: boolean }>;
+  /** 1 while the job store answers its checks, 0 while it is down. */
+  jobStoreUp?: () => number;
   /** WebSocket (Upgrade) tunnels open now. */
   tunnels?: () => number;
   /** Live views on GET /api/events: connected now, and dropped for not reading since start. */
@@ -602,6 +604,16 @@ export class Metrics {
           this.reset();
           for (const [upstream, state] of Object.entries(providers().circuits?.() ?? {}))
             this.set({ upstream }, CIRCUIT_VALUE[state]);
+        },
+      });
+    }
+    if (p.jobStoreUp && !this.registry.getSingleMetric('sluice_job_store_up')) {
+      new Gauge({
+        name: 'sluice_job_store_up',
+        help: 'Whether the job store (SQLite or Redis) answers its checks (every few seconds): 1 up, 0 down.',
+        registers,
+        collect() {
+          this.set(providers().jobStoreUp?.() ?? 0);
         },
       });
     }

@@ -154,6 +154,11 @@ export class JobsHost {
     return this.#prefix;
   }
 
+  /** Whether the job store answered its last check (every few seconds). */
+  get storeUp(): boolean {
+    return this.#janitor.storeUp;
+  }
+
   /** Job counts by route and status, refreshed every few seconds (for `sluice_jobs{route,status}`). */
   counts(): Readonly<JobCounts> {
     return this.#janitor.counts;
