@@ -26,9 +26,11 @@
  * after the caller answered 503). Every failure is a JobStoreError (`store-unavailable`). The client
  * reconnects by itself.
  */
+
 import { createHash, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { Command, Redis, type RedisOptions } from 'ioredis';
+import { FinalWaiters } from './final-waiters.ts';
 import {
   abandonBody,
   type CompleteOutcome,
@@ -461,12 +463,6 @@ function interrupted(route: string, queued: boolean): JobError {
   };
 }
 
-interface Waiter {
-  id: string;
-  last: JobRecord;
-  finish(job: JobRecord | undefined): void;
-}
-
 export class RedisJobStore implements JobStore {
   readonly instanceId: string;
   /** The Redis URL without its password. */
@@ -483,7 +479,7 @@ export class RedisJobStore implements JobStore {
   readonly #heartbeat: NodeJS.Timeout | undefined;
   /** Auto/prefer jobs this instance holds (leased to `instanceId`), renewed by the heartbeat. */
   readonly #held = new Set<string>();
-  readonly #waiters = new Map<string, Set<Waiter>>();
+  readonly #waiters = new FinalWaiters();
   readonly #finalListeners = new Set<(job: JobRecord) => void>();
   #lastError: Error | undefined;
   #closed = false;
@@ -600,8 +596,7 @@ export class RedisJobStore implements JobStore {
   #changed(job: JobRecord): void {
     if (!isFinal(job.status)) return;
     this.#held.delete(job.id);
-    const set = this.#waiters.get(job.id);
-    if (set) for (const w of [...set]) w.finish(job);
+    this.#waiters.wake(job.id, job);
     for (const l of this.#finalListeners) {
       try {
         l(job);
@@ -643,7 +638,7 @@ export class RedisJobStore implements JobStore {
     let first = true;
     sub.on('ready', () => {
       if (first) first = false;
-      else for (const id of this.#waiters.keys()) this.#remoteFinal(id);
+      else for (const id of this.#waiters.ids()) this.#remoteFinal(id);
     });
     const p = (async () => {
       try {
@@ -664,7 +659,7 @@ export class RedisJobStore implements JobStore {
     if (!this.#waiters.has(id)) return;
     this.get(id).then(
       (job) => {
-        if (!job || isFinal(job.status)) for (const w of [...(this.#waiters.get(id) ?? [])]) w.finish(job);
+        if (!job || isFinal(job.status)) this.#waiters.wake(id, job);
       },
       () => {}, // transient: the waiter still ends at its deadline
     );
@@ -983,34 +978,7 @@ export class RedisJobStore implements JobStore {
     const first = await this.get(id);
     if (!first || isFinal(first.status) || timeoutMs <= 0) return first;
     if (signal?.aborted) return undefined;
-    return new Promise((resolve) => {
-      let set = this.#waiters.get(id);
-      if (!set) this.#waiters.set(id, (set = new Set()));
-      const mine = set;
-      const timer = setTimeout(() => {
-        this.get(id).then(
-          (j) => waiter.finish(j),
-          () => waiter.finish(waiter.last),
-        );
-      }, timeoutMs);
-      const onAbort = () => waiter.finish(undefined);
-      let finished = false;
-      const waiter: Waiter = {
-        id,
-        last: first,
-        finish: (job) => {
-          if (finished) return;
-          finished = true;
-          clearTimeout(timer);
-          signal?.removeEventListener('abort', onAbort);
-          mine.delete(waiter);
-          if (mine.size === 0 && this.#waiters.get(id) === mine) this.#waiters.delete(id);
-          resolve(job);
-        },
-      };
-      mine.add(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    return this.#waiters.park(id, first, { timeoutMs, signal, atDeadline: () => this.get(id) });
   }
 
   onFinal(listener: (job: JobRecord) => void): () => void {
@@ -1020,15 +988,13 @@ export class RedisJobStore implements JobStore {
 
   /** Waiters currently parked in `waitFinal` (diagnostics and tests). */
   get waiters(): number {
-    let n = 0;
-    for (const s of this.#waiters.values()) n += s.size;
-    return n;
+    return this.#waiters.size;
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
-    for (const set of [...this.#waiters.values()]) for (const w of [...set]) w.finish(w.last);
+    this.#waiters.closeAll();
     this.#closed = true;
     this.#finalListeners.clear();
     this.#held.clear();

@@ -19,11 +19,13 @@
  * Every SQLite failure (disk full, database locked past the busy timeout, unopenable file, I/O error)
  * is rethrown as a JobStoreError (`store-unavailable`).
  */
+
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type { Readable } from 'node:stream';
+import { FinalWaiters } from './final-waiters.ts';
 import {
   abandonBody,
   type CompleteOutcome,
@@ -163,12 +165,6 @@ function interrupted(job: JobRecord, queued: boolean): JobError {
   };
 }
 
-interface Waiter {
-  id: string;
-  last: JobRecord;
-  finish(job: JobRecord | undefined): void;
-}
-
 export class SqliteJobStore implements JobStore {
   readonly instanceId: string;
   readonly location: string;
@@ -177,7 +173,7 @@ export class SqliteJobStore implements JobStore {
   readonly #instanceLeaseMs: number;
   readonly #waitPollMs: number;
   readonly #heartbeat: NodeJS.Timeout | undefined;
-  readonly #waiters = new Map<string, Set<Waiter>>();
+  readonly #waiters = new FinalWaiters();
   readonly #finalListeners = new Set<(job: JobRecord) => void>();
   #closed = false;
   readonly #s: Record<string, StatementSync>;
@@ -363,8 +359,7 @@ export class SqliteJobStore implements JobStore {
   /** Wakes waiters and, for final states, the onFinal listeners. Call after the commit only. */
   #changed(job: JobRecord): void {
     const final = isFinal(job.status);
-    const set = this.#waiters.get(job.id);
-    if (set && final) for (const w of [...set]) w.finish(job);
+    if (final) this.#waiters.wake(job.id, job);
     if (final) {
       for (const l of this.#finalListeners) {
         try {
@@ -692,43 +687,12 @@ export class SqliteJobStore implements JobStore {
     const first = await this.get(id);
     if (!first || isFinal(first.status) || timeoutMs <= 0) return first;
     if (signal?.aborted) return undefined;
-    return new Promise((resolve) => {
-      let set = this.#waiters.get(id);
-      if (!set) this.#waiters.set(id, (set = new Set()));
-      const mine = set;
-      // Changes made by this process wake the waiter at once; the poll catches other processes.
-      const poll = setInterval(() => {
-        let j: JobRecord | undefined;
-        try {
-          j = this.#getSync(id);
-        } catch {
-          return; // transient: try again on the next tick, or give up at the deadline
-        }
-        if (!j || isFinal(j.status)) waiter.finish(j);
-        else waiter.last = j;
-      }, this.#waitPollMs);
-      const timer = setTimeout(() => {
-        let j: JobRecord | undefined = waiter.last;
-        try {
-          if (!this.#closed) j = this.#getSync(id);
-        } catch {}
-        waiter.finish(j);
-      }, timeoutMs);
-      const onAbort = () => waiter.finish(undefined);
-      const waiter: Waiter = {
-        id,
-        last: first,
-        finish: (job) => {
-          clearInterval(poll);
-          clearTimeout(timer);
-          signal?.removeEventListener('abort', onAbort);
-          mine.delete(waiter);
-          if (mine.size === 0 && this.#waiters.get(id) === mine) this.#waiters.delete(id);
-          resolve(job);
-        },
-      };
-      mine.add(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
+    // Changes made by this process wake the waiter at once; the poll catches other processes.
+    return this.#waiters.park(id, first, {
+      timeoutMs,
+      signal,
+      poll: { everyMs: this.#waitPollMs, check: () => this.#getSync(id) },
+      atDeadline: (last) => (this.#closed ? last : this.#getSync(id)),
     });
   }
 
@@ -739,15 +703,13 @@ export class SqliteJobStore implements JobStore {
 
   /** Waiters currently parked in `waitFinal` (diagnostics and tests). */
   get waiters(): number {
-    let n = 0;
-    for (const s of this.#waiters.values()) n += s.size;
-    return n;
+    return this.#waiters.size;
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
-    for (const set of [...this.#waiters.values()]) for (const w of [...set]) w.finish(w.last);
+    this.#waiters.closeAll();
     this.#closed = true;
     this.#finalListeners.clear();
     try {
