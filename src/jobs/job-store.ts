@@ -32,6 +32,16 @@ export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancell
 /** Jobs per route, then per status (every status present, 0 when none). */
 export type JobCounts = Record<string, Record<JobStatus, number>>;
 
+/** The error a job ends with when its result outgrows `max_result` (both stores). */
+export function resultTooLarge(job: { readonly route: string; readonly max_result: number }): JobError {
+  return {
+    code: 'result-too-large',
+    status: 502,
+    detail: `the upstream response on route '${job.route}' exceeds the largest result kept (${job.max_result} bytes)`,
+    proxy_error: 'http_response_body_size',
+  };
+}
+
 export const JOB_STATUSES: readonly JobStatus[] = Object.freeze([
   'queued',
   'running',

@@ -48,6 +48,7 @@ import {
   type RecoveryReport,
   type ResultHead,
   type ResultMeta,
+  resultTooLarge,
   type StreamedResult,
 } from './job-store.ts';
 
@@ -757,13 +758,7 @@ export class RedisJobStore implements JobStore {
         size += piece.byteLength;
         if (size > job.max_result) {
           discard();
-          const error: JobError = {
-            code: 'result-too-large',
-            status: 502,
-            detail: `the upstream response on route '${job.route}' exceeds the largest result kept (${job.max_result} bytes)`,
-            proxy_error: 'http_response_body_size',
-          };
-          return (await this.fail(id, error, owner)) ? 'too-large' : 'refused';
+          return (await this.fail(id, resultTooLarge(job), owner)) ? 'too-large' : 'refused';
         }
         let off = 0;
         while (off < piece.byteLength) {

@@ -44,6 +44,7 @@ import {
   type RecoveryReport,
   type ResultHead,
   type ResultMeta,
+  resultTooLarge,
   type StoredRequest,
   type StreamedResult,
 } from './job-store.ts';
@@ -477,13 +478,7 @@ export class SqliteJobStore implements JobStore {
         if (size > job.max_result) {
           discard();
           // Leaving the loop destroys the body (the upstream response is abandoned).
-          const error: JobError = {
-            code: 'result-too-large',
-            status: 502,
-            detail: `the upstream response on route '${job.route}' exceeds the largest result kept (${job.max_result} bytes)`,
-            proxy_error: 'http_response_body_size',
-          };
-          return (await this.fail(id, error, owner)) ? 'too-large' : 'refused';
+          return (await this.fail(id, resultTooLarge(job), owner)) ? 'too-large' : 'refused';
         }
         let off = 0;
         while (off < piece.byteLength) {
