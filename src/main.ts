@@ -18,11 +18,15 @@ import { headroomLimit } from './observability/headroom.ts';
 import { type Logger, silentLogger } from './observability/logger.ts';
 import {
   createObservability,
+  isJobEnd,
   type Observability,
+  type ObservabilityProviders,
   observabilityRoutes,
 } from './observability/observability.ts';
 import { openTunnels } from './proxy/tunnel.ts';
 import { Gateway } from './server/gateway.ts';
+import { WorkerPool } from './server/workers/pool.ts';
+import type { WorkerSnapshot } from './server/workers/protocol.ts';
 import type { CircuitState } from './upstream/circuit-breaker.ts';
 
 export interface SluiceOptions {
@@ -52,6 +56,8 @@ export interface Sluice {
   readonly port: number;
   readonly ports: readonly number[];
   readonly adminPort: number | undefined;
+  /** The other processes of the instance (`workers` > 1), started once the primary listens. */
+  readonly workers: WorkerPool | undefined;
   reload(config: EffectiveConfig): void;
   /** A reload was refused (invalid file): counted, and told to live views; the running config stays. */
   reloadFailed(error: string): void;
@@ -67,11 +73,18 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   const logger = options.logger ?? silentLogger;
   const accessLog = options.accessLog ?? createAccessLog(config.accessLog);
   const inflight = { gateway: undefined as Gateway | undefined };
+  // With workers, the instance's gauges are this process's plus each worker's last snapshot.
+  let pool: WorkerPool | undefined;
+  const fromWorkers = (f: (s: WorkerSnapshot) => number) => {
+    let n = 0;
+    for (const snap of pool?.snapshots ?? []) n += f(snap);
+    return n;
+  };
   const observability = createObservability(config, {
     logger,
     gateway: {
       get inflight() {
-        return inflight.gateway?.inflight ?? 0;
+        return (inflight.gateway?.inflight ?? 0) + fromWorkers((s) => s.inflight);
       },
     },
   });
@@ -81,7 +94,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   const onRequest = (e: AccessLogEntry) => {
     record(e);
     if (events.size === 0) return;
-    if (e.outcome === 'job_completed' || e.outcome === 'job_failed' || e.outcome === 'job_cancelled')
+    if (isJobEnd(e.outcome))
       events.publish('job', {
         job: e.job,
         route: e.route,
@@ -105,19 +118,36 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
         job: e.job,
       }));
   };
+  // Requests finished by each process (0: this one), while there are workers.
+  const perWorker: number[] = [0];
   const gateway = new Gateway(config, {
     accessLog,
     logger,
     // SLUICE_METRICS=off skips per-request metric recording (to measure its cost; docs/metrics.md).
-    onRequest: process.env.SLUICE_METRICS === 'off' ? undefined : onRequest,
+    onRequest:
+      process.env.SLUICE_METRICS === 'off'
+        ? undefined
+        : config.workers > 1
+          ? (e) => {
+              if (!isJobEnd(e.outcome)) perWorker[0]++;
+              onRequest(e);
+            }
+          : onRequest,
     onUpstreamEvent: (event) => {
       observability.onUpstreamEvent(event);
       events.publish(event.kind === 'circuit' ? 'circuit' : 'health', event);
     },
     jobStore: options.jobStore,
+    reusePort: config.workers > 1,
+    queueDeliveries: config.workers > 1 ? queueShare(config) : undefined,
   });
   observability.alerts.onNotify = (n) => events.publish('alert', n);
   inflight.gateway = gateway;
+  const cacheFigures = () => {
+    const c = gateway.cache;
+    const own = { results: c.results, capacity: c.store.capacity, ...c.store.counters };
+    return pool === undefined ? own : withWorkersCache(own, pool.snapshots);
+  };
   let draining = false;
   const admin =
     options.admin === false
@@ -149,6 +179,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   const reload = (next: EffectiveConfig, trigger?: string) => {
     syncWatch(next);
     gateway.reload(next);
+    pool?.broadcast({ type: 'reload', config: next });
     observability.reload(next);
     loadedAt = new Date();
     resetLive();
@@ -188,8 +219,11 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       observability,
       source: () => ({ source, loadedAt }),
       reload: options.configFile === undefined ? undefined : () => reloadFromFile('POST /api/reload'),
-      purgeCache: (route, path) => gateway.cache.store.purge(route, path),
-      cacheResults: (route) => gateway.cache.results.get(route),
+      purgeCache: (route, path) => {
+        pool?.broadcast({ type: 'purge', route, path });
+        return gateway.cache.store.purge(route, path);
+      },
+      cacheResults: (route) => cacheFigures().results.get(route),
       jobs: () => {
         const jobs = gateway.jobs;
         return jobs ? { store: jobs.store, prefix: jobs.prefix, counts: () => jobs.counts() } : undefined;
@@ -198,6 +232,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       // file replaces it.
       apply: (next, change) => {
         gateway.reload(next);
+        pool?.broadcast({ type: 'reload', config: next });
         observability.reload(next);
         logger.info({ change }, 'live config change applied');
         events.publish('config', { result: 'applied', source: change, loaded_at: new Date().toISOString() });
@@ -212,20 +247,43 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   const { port } = await gateway.listen();
   let adminPort: number | undefined;
   try {
+    if (config.workers > 1) {
+      // The workers bind the ports this process got (a config's port 0 included), after it settled
+      // what a previous run left in the job store.
+      pool = new WorkerPool({
+        count: config.workers - 1,
+        config: () => gateway.config,
+        ports: gateway.ports,
+        queueDeliveries: queueShare(config),
+        logger,
+        onEntries: (entries, index) => {
+          for (const e of entries) {
+            if (!isJobEnd(e.outcome)) perWorker[index] = (perWorker[index] ?? 0) + 1;
+            onRequest(e);
+          }
+        },
+      });
+      await pool.start();
+    }
     adminPort = admin ? (await admin.listen()).port : undefined;
   } catch (err) {
+    await pool?.stop(0);
     await gateway.close(0);
     throw err;
   }
   observability.start();
   observability.setProviders({
     viewers: () => ({ connected: events.size, dropped: events.dropped }),
-    tunnels: () => openTunnels,
+    tunnels: () => openTunnels + fromWorkers((s) => s.tunnels),
     jobStoreUp: gateway.jobs ? () => (gateway.jobs?.storeUp ? 1 : 0) : undefined,
-    cache: () => {
-      const c = gateway.cache;
-      return { results: c.results, capacity: c.store.capacity, ...c.store.counters };
-    },
+    cache: cacheFigures,
+    workers: pool
+      ? () => ({
+          processes: 1 + (pool?.running ?? 0),
+          restarts: pool?.restarts ?? 0,
+          requests: perWorker,
+        })
+      : undefined,
     jobs: gateway.jobs ? () => (gateway.jobs as NonNullable<typeof gateway.jobs>).counts() : undefined,
     circuits: () => {
       const out: Record<string, CircuitState> = {};
@@ -251,6 +309,10 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       rt.recent.p50 = observability.window(rt.name)?.p50 ?? 0;
       rt.recent.p5 = observability.percentile(rt.name, 0.05);
     }
+    pool?.broadcast({
+      type: 'recent',
+      routes: gateway.runtime.routes.map((rt) => [rt.name, rt.recent.p50, rt.recent.p5]),
+    });
   }, 1_000);
   p50Timer.unref();
   // The `stats` event: every route's figures, once a second, while someone watches.
@@ -279,6 +341,9 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     port,
     ports: gateway.ports,
     adminPort,
+    get workers() {
+      return pool;
+    },
     reload: (next) => reload(next),
     reloadFailed: (error) => reloadFailed(error),
     reloadFromFile,
@@ -289,9 +354,36 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
       clearInterval(p50Timer);
       clearInterval(statsTimer);
       events.close();
-      await gateway.close(graceMs);
+      await Promise.all([gateway.close(graceMs), pool?.stop(graceMs ?? gateway.config.shutdownTimeout)]);
       await observability.stop();
       await admin?.close();
     },
   };
+}
+
+/** Queue-mode deliveries per process: the instance's `jobs.workers` shared out over its processes. */
+function queueShare(config: EffectiveConfig): number {
+  return Math.max(1, Math.ceil(config.jobs.workers / config.workers));
+}
+
+type CacheFigures = NonNullable<ReturnType<NonNullable<ObservabilityProviders['cache']>>>;
+
+/** The response cache's figures of the whole instance: every process has its own cache. */
+function withWorkersCache(own: CacheFigures, snapshots: readonly WorkerSnapshot[]): CacheFigures {
+  const results = new Map<string, Map<string, number>>();
+  const add = (route: string, result: string, n: number) => {
+    let m = results.get(route);
+    if (m === undefined) results.set(route, (m = new Map()));
+    m.set(result, (m.get(result) ?? 0) + n);
+  };
+  for (const [route, m] of own.results) for (const [result, n] of m) add(route, result, n);
+  let { entries, bytes, evictions, capacity } = own;
+  for (const s of snapshots) {
+    for (const [route, m] of s.cache.results) for (const [result, n] of m) add(route, result, n);
+    entries += s.cache.entries;
+    bytes += s.cache.bytes;
+    evictions += s.cache.evictions;
+    capacity += own.capacity;
+  }
+  return { results, entries, bytes, evictions, capacity };
 }

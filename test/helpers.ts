@@ -178,7 +178,15 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export interface GatewayProcess {
   readonly pid: number;
   readonly port: number;
+  /** The admin listener's port. */
+  readonly adminPort: number;
+  /** The config file it runs from (rewrite it and send SIGHUP to reload). */
+  readonly file: string;
   url(path?: string): string;
+  /** What it wrote to stderr so far (operational log lines). */
+  stderr(): string;
+  /** Resolves with the exit code (or signal) once the process is gone. */
+  readonly exited: Promise<number | string | null>;
   /** Resident memory of the gateway process, KiB: current and peak (VmRSS, VmHWM). */
   memory(): { rssKiB: number; peakKiB: number };
   stop(): Promise<number | null>;
@@ -196,14 +204,17 @@ export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
   const bin = new URL('../bin/sluice.js', import.meta.url).pathname;
   const child = spawn(process.execPath, [bin, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start: ${stderr}`)), 10_000);
+  const exited = new Promise<number | string | null>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal)),
+  );
+  const [port, adminPort] = await new Promise<[number, number]>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start: ${stderr}`)), 15_000);
     child.stderr?.on('data', (d) => {
       stderr += d;
-      const m = /listening on http:\/\/[^:]+:(\d+)/.exec(stderr);
+      const m = /listening on http:\/\/[^:]+:(\d+).*, admin on http:\/\/[^\n]*:(\d+)/.exec(stderr);
       if (m) {
         clearTimeout(timer);
-        resolve(Number(m[1]));
+        resolve([Number(m[1]), Number(m[2])]);
       }
     });
     child.once('exit', (code) => reject(new Error(`gateway exited ${code}: ${stderr}`)));
@@ -212,6 +223,10 @@ export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
   return {
     pid,
     port,
+    adminPort,
+    file,
+    exited,
+    stderr: () => stderr,
     url: (path = '/') => `http://127.0.0.1:${port}${path}`,
     memory() {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -219,7 +234,7 @@ export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
       return { rssKiB: kib('VmRSS'), peakKiB: kib('VmHWM') };
     },
     async stop() {
-      if (child.exitCode !== null) return child.exitCode;
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill('SIGTERM');
       const [code] = (await once(child, 'exit')) as [number | null];
       return code;

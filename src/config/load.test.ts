@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -566,7 +566,7 @@ test('examples/sluice.yaml loads, with the effective timeouts its comments promi
   assert.equal(c.shutdownTimeout, 10_000);
 });
 
-test('a route cache and compression resolve with their defaults; workers: auto says it is planned', () => {
+test('a route cache and compression resolve with their defaults; workers: auto is one per core', () => {
   const base = `upstreams:\n  u: { targets: ["http://127.0.0.1:9000"] }\nroutes:\n  - name: r\n    upstream: u\n`;
   const c = loadConfigText(
     `${base}    cache: { ttl: 30s, stale_if_error: 10m }\n    compress: true\n`,
@@ -594,13 +594,15 @@ test('a route cache and compression resolve with their defaults; workers: auto s
     () => loadConfigText(`${base}    compress: { algorithms: [lz4] }\n`, 'sluice.yaml', {}),
     (err: ConfigError) => /routes\[0\]\.compress/.test(err.message),
   );
-  assert.throws(
-    () => loadConfigText(`workers: auto\n${base}`, 'sluice.yaml', {}),
-    (err: ConfigError) =>
-      err.message ===
-      'sluice.yaml:1: workers: only 1 is available in this version (auto, one process per core, is planned)',
-  );
-  assert.equal(loadConfigText(`workers: 1\n${base}`, 'sluice.yaml', {}).routes.length, 1);
+  assert.equal(loadConfigText(`workers: auto\n${base}`, 'sluice.yaml', {}).workers, availableParallelism());
+  assert.equal(loadConfigText(`workers: 4\n${base}`, 'sluice.yaml', {}).workers, 4);
+  assert.equal(loadConfigText(base, 'sluice.yaml', {}).workers, 1);
+  for (const bad of ['0', 'many', '2.5'])
+    assert.throws(
+      () => loadConfigText(`workers: ${bad}\n${base}`, 'sluice.yaml', {}),
+      (err: ConfigError) =>
+        err.message.startsWith('sluice.yaml:1: workers: expected auto (one process per core) or a number'),
+    );
 });
 
 test(`an unset \${VAR} is reported with its line and validation goes on: every problem at once`, () => {

@@ -4,6 +4,7 @@
  * frozen, so nothing is looked up per request.
  */
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { redisStoreProblem } from '../jobs/redis-job-store.ts';
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
@@ -177,6 +178,8 @@ export interface EffectiveConfig {
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined };
   readonly accessLog: string;
   readonly shutdownTimeout: number;
+  /** Processes serving the listener (`auto` resolved to the number of cores). */
+  readonly workers: number;
   /** Bytes for every route cache together. */
   readonly cacheSize: number;
   /** Reload the config file when it changes. */
@@ -463,6 +466,7 @@ export function resolveConfig(
     admin: Object.freeze({ listen: admin, token: file.admin.token || undefined }),
     accessLog: file.access_log,
     shutdownTimeout: file.shutdown_timeout,
+    workers: file.workers === 'auto' ? availableParallelism() : file.workers,
     cacheSize: file.cache_size,
     watch: file.watch,
     client: Object.freeze({

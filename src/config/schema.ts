@@ -380,6 +380,8 @@ const listener = z.union([
   }),
 ]);
 
+const WORKERS_EXPECTED = 'expected auto (one process per core) or a number of processes, 1 to 256';
+
 export const configSchema = z.strictObject({
   listen: z
     .union([address('Public listener, host:port.'), z.array(listener).min(1)])
@@ -444,9 +446,22 @@ export const configSchema = z.strictObject({
     }),
   lint: lint.meta({ description: 'Lint findings to silence on every route and for the chain.' }),
   workers: z
-    .literal(1, { error: 'only 1 is available in this version (auto, one process per core, is planned)' })
+    .union(
+      [
+        z.literal('auto'),
+        z
+          .number()
+          .int({ error: WORKERS_EXPECTED })
+          .min(1, { error: WORKERS_EXPECTED })
+          .max(256, { error: WORKERS_EXPECTED }),
+      ],
+      { error: WORKERS_EXPECTED },
+    )
     .default(1)
-    .meta({ description: 'Processes serving the listener. Only 1 in this version; `auto` is planned.' }),
+    .meta({
+      description:
+        'Processes serving the public listener, sharing its port (SO_REUSEPORT): a number, or auto (one per core). The first also runs the admin listener and counts for the whole instance. Default 1.',
+    }),
   store: z
     .string()
     .regex(/^(sqlite:.+|rediss?:\/\/.+)$/, 'expected sqlite:PATH or redis://host:port/db')

@@ -69,6 +69,11 @@ export interface MetricProviders {
     capacity: number;
     evictions: number;
   };
+  /**
+   * The processes of an instance with `workers` > 1: running now (the primary included), started
+   * again after an exit, and requests each finished (by worker number, 0 the primary).
+   */
+  workers?: () => { processes: number; restarts: number; requests: readonly number[] };
 }
 
 /** What the scrape-time gauges read (the facade wires these to the config, windows and alerts). */
@@ -690,6 +695,36 @@ export class Metrics {
         collect() {
           this.reset();
           this.inc(cache()?.evictions ?? 0);
+        },
+      });
+    }
+    if (p.workers && !this.registry.getSingleMetric('sluice_workers')) {
+      const workers = () => providers().workers?.();
+      new Gauge({
+        name: 'sluice_workers',
+        help: 'Processes of this instance serving the listener now (workers), the primary included.',
+        registers,
+        collect() {
+          this.set(workers()?.processes ?? 0);
+        },
+      });
+      new Counter({
+        name: 'sluice_worker_restarts_total',
+        help: 'Worker processes started again after one exited (crashed, killed).',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(workers()?.restarts ?? 0);
+        },
+      });
+      new Counter({
+        name: 'sluice_worker_requests_total',
+        help: 'Requests finished by each process of the instance (worker 0 is the primary): how evenly the kernel spreads connections.',
+        labelNames: ['worker'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [i, n] of (workers()?.requests ?? []).entries()) this.inc({ worker: String(i) }, n);
         },
       });
     }

@@ -51,7 +51,7 @@ export interface ObservabilityProviders extends MetricProviders {
 }
 
 /** The outcomes of the line written when a job ends. */
-function isJobEnd(outcome: string): boolean {
+export function isJobEnd(outcome: string): boolean {
   return outcome === 'job_completed' || outcome === 'job_failed' || outcome === 'job_cancelled';
 }
 

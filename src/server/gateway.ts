@@ -48,6 +48,18 @@ export interface GatewayOptions {
   jobStore?: JobStore;
   /** Upstream state changes (health, ejection, circuit); also logged. */
   onUpstreamEvent?: (event: UpstreamEvent) => void;
+  /**
+   * Several processes of one instance (`workers: N`): listen with SO_REUSEPORT, so each process's
+   * socket takes a share of the new connections.
+   */
+  reusePort?: boolean;
+  /**
+   * Whether this process settles every running job at its start (the default: it is the store's one
+   * user then). A worker process leaves that to its primary and recovers only expired leases.
+   */
+  exclusiveRecovery?: boolean;
+  /** Queue-mode deliveries in flight in this process (default `jobs.workers`). */
+  queueDeliveries?: number;
 }
 
 const now = performance.now.bind(performance);
@@ -99,6 +111,7 @@ export class Gateway implements ExchangeHost {
   readonly logger: Logger;
   readonly #onRequest: ((entry: AccessLogEntry) => void) | undefined;
   readonly #onUpstreamEvent: (event: UpstreamEvent) => void;
+  readonly #options: GatewayOptions;
   /** Async offload; undefined while no route uses it. */
   jobs: JobsHost | undefined;
   /** The response cache of every route with `cache` (one store under cache_size). */
@@ -118,6 +131,7 @@ export class Gateway implements ExchangeHost {
     this.accessLog = options.accessLog ?? nullAccessLog;
     this.logger = options.logger ?? silentLogger;
     this.#onRequest = options.onRequest;
+    this.#options = options;
     this.#onUpstreamEvent = (event) => {
       const level =
         event.kind === 'health'
@@ -137,6 +151,7 @@ export class Gateway implements ExchangeHost {
           runtime: () => this.#runtime,
           store: options.jobStore,
           record: this.#record,
+          queueDeliveries: options.queueDeliveries,
         })
       : undefined;
     this.cache = new ResponseCache(config.cacheSize);
@@ -208,8 +223,10 @@ export class Gateway implements ExchangeHost {
         logger: this.logger,
         runtime: () => this.#runtime,
         record: this.#record,
+        queueDeliveries: this.#options.queueDeliveries,
       });
-      void this.jobs.start();
+      // Other processes may be serving this store by now: only expired leases are settled.
+      void this.jobs.start(false);
     }
     for (const u of this.#runtime.upstreams.values()) u.start();
     this.cache.reload(config.cacheSize, new Set(config.routes.filter((r) => r.cache).map((r) => r.name)));
@@ -237,26 +254,35 @@ export class Gateway implements ExchangeHost {
     port = this.config.listen.port,
     host = this.config.listen.host,
   ): Promise<{ port: number; host: string }> {
-    // Jobs a previous process left running are settled before any new request is taken.
-    const recovered = this.jobs?.start() ?? Promise.resolve();
-    return recovered.then(() => this.#listen(port, host));
+    return this.#listen([port], host);
   }
 
-  async #listen(port: number | undefined, host: string | undefined): Promise<{ port: number; host: string }> {
+  /** Listens on these ports, in listener order (a worker process: the ports its primary bound). */
+  listenOn(ports: readonly number[]): Promise<{ port: number; host: string }> {
+    return this.#listen(ports, this.config.listen.host);
+  }
+
+  async #listen(
+    ports: readonly (number | undefined)[],
+    host: string | undefined,
+  ): Promise<{ port: number; host: string }> {
+    // Jobs a previous process left running are settled before any new request is taken.
+    await this.jobs?.start(this.#options.exclusiveRecovery ?? true);
+    const reusePort = this.#options.reusePort === true;
     const bind = (server: Server, p: number | undefined, h: string | undefined) =>
       new Promise<{ port: number; host: string }>((resolve, reject) => {
         const onError = (err: Error) => reject(err);
         server.once('error', onError);
-        server.listen({ port: p, host: h }, () => {
+        server.listen({ port: p, host: h, reusePort }, () => {
           server.off('error', onError);
           const a = server.address() as { port: number; address: string };
           resolve({ port: a.port, host: a.address });
         });
       });
-    const first = await bind(this.server, port, host);
+    const first = await bind(this.server, ports[0], host);
     try {
-      for (const l of this.listeners.slice(1))
-        await bind(l.server, l.listener.address.port, l.listener.address.host);
+      for (const [i, l] of this.listeners.entries())
+        if (i > 0) await bind(l.server, ports[i] ?? l.listener.address.port, l.listener.address.host);
     } catch (err) {
       for (const l of this.listeners) l.server.close();
       throw err;

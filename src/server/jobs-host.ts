@@ -32,6 +32,8 @@ export interface JobsHostOptions {
   store?: JobStore;
   /** Writes an access-log line and feeds metrics: job-resource requests and job ends. */
   record?: (entry: AccessLogEntry) => void;
+  /** Queue-mode deliveries in flight in this process; default `jobs.workers` (one process per instance). */
+  queueDeliveries?: number;
 }
 
 /** An auto/prefer job whose upstream call runs in this process (the exchange holding it). */
@@ -127,7 +129,7 @@ export class JobsHost {
     });
     this.worker = new QueueWorker({
       store: this.store,
-      workers: config.jobs.workers,
+      workers: options.queueDeliveries ?? config.jobs.workers,
       logger: this.logger,
       policyFor: (route) => {
         const rt = routeOf(this.#runtime(), route);
@@ -164,12 +166,15 @@ export class JobsHost {
     return this.#janitor.counts;
   }
 
-  /** Recovers what a crash left (this process owns the SQLite store), then starts the workers. */
-  async start(): Promise<void> {
+  /**
+   * Recovers what a crash left, then starts the workers. `exclusive` (the default): this process is
+   * the store's one user at this moment (SQLite; the primary of an instance before its workers start).
+   */
+  async start(exclusive = true): Promise<void> {
     try {
       // Exclusive only where this process is the store's one user (SQLite); a shared store (Redis)
       // settles other instances' jobs by their leases instead.
-      const report = await this.store.recoverInterrupted({ exclusive: true });
+      const report = await this.store.recoverInterrupted({ exclusive });
       if (report.failed + report.requeued > 0) {
         this.logger.warn({ ...report }, 'recovered jobs interrupted by a previous stop');
       }
