@@ -64,7 +64,10 @@ export async function run(argv: string[]): Promise<number> {
         `  curl -i ${base}/hang                    # never answers: 504 naming the phase after 29s\n` +
         `  curl -i '${base}/stall?after=100'      # headers, then silence: the body is cut, never "complete"\n` +
         `  curl -i ${base}/timing                  # the upstream's Server-Timing, plus the gateway's\n` +
-        `  curl -s http://127.0.0.1:8081/metrics   # Prometheus metrics (headroom, timeouts by phase)\n\n`,
+        (sluice.adminPort !== undefined
+          ? `  curl -s http://${hostPort(config.admin.listen.host, sluice.adminPort)}/metrics   # Prometheus metrics (headroom, timeouts by phase)\n`
+          : '') +
+        '\n',
     );
   }
   logListening(logger, config, sluice, { command: 'start', config: file });
