@@ -429,7 +429,23 @@ export function sendProblem(
   if (ps) headers.push('proxy-status', ps);
   if (err.retryAfter !== undefined) headers.push('retry-after', String(err.retryAfter));
   if (extras.headers) headers.push(...extras.headers);
-  if (close) headers.push('connection', 'close');
+  // HTTP/2 has no Connection header (the stream ends; a GOAWAY would end the connection).
+  if (close && res.req?.httpVersionMajor !== 2) headers.push('connection', 'close');
   res.writeHead(err.status, headers);
   res.end(body);
 }
+
+/**
+ * Ends a response that has begun so that it can never pass for a complete one: HTTP/1.1 closes the
+ * connection; HTTP/2 resets the stream with INTERNAL_ERROR (RFC 9113 §8.1: a reset with NO_ERROR
+ * would read as a complete response), and the connection's other streams go on.
+ */
+export function cutResponse(res: { destroy(): unknown }): void {
+  const stream = (res as unknown as { stream?: { close(code: number): void; destroyed: boolean } }).stream;
+  if (stream !== undefined) {
+    if (!stream.destroyed) stream.close(H2_INTERNAL_ERROR);
+  } else res.destroy();
+}
+
+/** NGHTTP2_INTERNAL_ERROR (node:http2 constants), without loading node:http2 here. */
+const H2_INTERNAL_ERROR = 2;

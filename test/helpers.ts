@@ -3,12 +3,104 @@
  * HTTP/1.1 exchanges, and a collecting access log. No fakes on the data path.
  */
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import http, { createServer, type RequestListener, type Server } from 'node:http';
+import http2 from 'node:http2';
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { Agent, setGlobalDispatcher } from 'undici';
 import { loadConfigText } from '../src/config/load.ts';
 import type { JobStore } from '../src/jobs/job-store.ts';
 import { type Sluice, startSluice } from '../src/main.ts';
 import { type AccessLogEntry, MemoryAccessLog } from '../src/observability/access-log.ts';
+import { certDir } from './certs.ts';
+
+/**
+ * `SLUICE_TEST_PROTOCOL=h2`: the suites that talk to the gateway through `fetch` run again with the
+ * gateway's listener on TLS and every fetch over HTTP/2 (ALPN h2), so each behaviour they check is
+ * checked for both protocols (package.json's test script runs them twice). Tests that speak raw
+ * HTTP/1.1 are skipped there with `H1_ONLY`.
+ */
+export const H2 = process.env.SLUICE_TEST_PROTOCOL === 'h2';
+/** `test(name, H1_ONLY, fn)`: a test about HTTP/1.1 framing, raw sockets or node:http clients. */
+export const H1_ONLY = { skip: H2 ? 'HTTP/1.1 only (raw sockets or node:http client)' : false };
+
+let h2Ca = '';
+const h2Listen = (() => {
+  if (!H2) return undefined;
+  const certs = certDir('sluice-h2-');
+  certs.ca();
+  certs.issue('gw', 'DNS:localhost');
+  process.once('exit', () => certs.remove());
+  h2Ca = readFileSync(certs.path('ca.pem'), 'utf8');
+  setGlobalDispatcher(new Agent({ allowH2: true, connect: { ca: h2Ca } }));
+  return `[{ address: "127.0.0.1:0", tls: { cert: "${certs.path('gw.pem')}", key: "${certs.path('gw.key')}" } }]`;
+})();
+
+export interface StreamedBody {
+  status: number;
+  headers: Record<string, unknown>;
+  body: string;
+  /** false when the response was cut (aborted, reset) instead of ending. */
+  complete: boolean;
+}
+
+/**
+ * GETs on a connection of its own and reports how the body ended: complete, or cut. Over node:http,
+ * or node:http2 in the h2 run (fetch cannot tell a cut body from a complete one in every case).
+ */
+export function getBody(url: string): Promise<StreamedBody> {
+  if (H2) {
+    return new Promise((resolve, reject) => {
+      const u = new URL(url);
+      const session = http2.connect(u.origin, { ca: h2Ca });
+      session.on('error', reject);
+      const req = session.request({ ':path': u.pathname + u.search });
+      let status = 0;
+      let headers: Record<string, unknown> = {};
+      let body = '';
+      req.setEncoding('latin1');
+      req.on('response', (h) => {
+        status = Number(h[':status']);
+        headers = h;
+      });
+      req.on('data', (c: string) => {
+        body += c;
+      });
+      const done = (complete: boolean) => {
+        session.destroy();
+        resolve({ status, headers, body, complete });
+      };
+      // A stream the gateway resets (RST_STREAM) ends with an error, or closes without 'end'.
+      let ended = false;
+      req.on('end', () => {
+        ended = true;
+      });
+      req.on('error', () => done(false));
+      req.on('close', () => done(ended && req.rstCode === http2.constants.NGHTTP2_NO_ERROR));
+      req.end();
+    });
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('latin1');
+      res.on('data', (c) => {
+        body += c;
+      });
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: res.complete }),
+      );
+      res.on('error', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: false }),
+      );
+      res.on('aborted', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: false }),
+      );
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 export interface TestGateway {
   readonly sluice: Sluice;
@@ -26,7 +118,7 @@ export async function startTestGateway(
   opts: { admin?: boolean; jobStore?: JobStore; adminToken?: string } = {},
 ): Promise<TestGateway> {
   const token = opts.adminToken ? `, token: "${opts.adminToken}"` : '';
-  const head = `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0${token} }\nshutdown_timeout: 2s\n`;
+  const head = `listen: ${h2Listen ?? '127.0.0.1:0'}\nadmin: { listen: 127.0.0.1:0${token} }\nshutdown_timeout: 2s\n`;
   const config = loadConfigText(head + yaml, 'test.yaml');
   const log = new MemoryAccessLog();
   const sluice = await startSluice(config, {
@@ -38,7 +130,8 @@ export async function startTestGateway(
     sluice,
     port: sluice.port,
     log,
-    url: (path = '/') => `http://127.0.0.1:${sluice.port}${path}`,
+    url: (path = '/') =>
+      H2 ? `https://localhost:${sluice.port}${path}` : `http://127.0.0.1:${sluice.port}${path}`,
     entry: (id) => log.next((e) => e.request_id === id),
     close: () => sluice.close(500),
   };

@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CacheConfig } from '../config/resolve.ts';
-import { type GatewayError, sendProblem, upstreamTimeout } from '../errors.ts';
+import { cutResponse, type GatewayError, sendProblem, upstreamTimeout } from '../errors.ts';
 import { type AccessLogEntry, answeredEntry } from '../observability/access-log.ts';
 import { pickEncoding } from '../proxy/compress.ts';
 import { VIA } from '../proxy/headers.ts';
@@ -718,7 +718,7 @@ class Fill {
       this.#done(w);
       const r = w.r;
       if (w.streaming) {
-        r.res.destroy();
+        cutResponse(r.res);
         r.log(logEntry(r, w.status, 'upstream_error', `${NAME}; fwd=miss; collapsed`, w.bytes, err));
         continue;
       }

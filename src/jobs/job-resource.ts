@@ -17,7 +17,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDuration } from '../config/units.ts';
-import { GatewayError, type Outcome, sendProblem } from '../errors.ts';
+import { cutResponse, GatewayError, type Outcome, sendProblem } from '../errors.ts';
 import { type AccessLogEntry, answeredEntry } from '../observability/access-log.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
 import { HOP_BY_HOP } from '../proxy/headers.ts';
@@ -298,7 +298,7 @@ export class JobResource {
       await pipeline(Readable.from(body, { objectMode: false }), res);
     } catch (err) {
       // Headers are out: cut the response so it can never pass for a complete one.
-      if (!res.destroyed) res.destroy();
+      if (!res.destroyed) cutResponse(res);
       if (!isClientGone(err)) this.#logger.error({ err, job: job.id }, 'job result replay failed');
     }
   }
@@ -349,7 +349,7 @@ export class JobResource {
   #internal(ctx: Ctx, err: unknown): void {
     this.#logger.error({ err }, 'job resource failed');
     if (ctx.res.headersSent) {
-      ctx.res.destroy();
+      cutResponse(ctx.res);
       return;
     }
     this.#problem(ctx, new GatewayError('internal-error', { detail: 'the job request failed', cause: err }));

@@ -13,6 +13,7 @@ import type { ServerResponse } from 'node:http';
 import type { Transform, Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { CompressConfig } from '../config/resolve.ts';
+import { cutResponse } from '../errors.ts';
 
 export type Encoding = 'br' | 'zstd' | 'gzip';
 
@@ -382,7 +383,7 @@ export function compressingWriter(
     res.off('close', onResClose);
     enc.unpipe(res);
     enc.destroy();
-    if (!res.destroyed) res.destroy();
+    if (!res.destroyed) cutResponse(res);
   };
   const onResClose = () => {
     // Closed after the whole body was written: nothing to tear down.

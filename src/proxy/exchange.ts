@@ -13,7 +13,14 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { fromUpstreamFailure, GatewayError, type Outcome, type Phase, upstreamTimeout } from '../errors.ts';
+import {
+  cutResponse,
+  fromUpstreamFailure,
+  GatewayError,
+  type Outcome,
+  type Phase,
+  upstreamTimeout,
+} from '../errors.ts';
 import { acceptedResponse, isSafeToRepeat, type ResultSink, resultSink } from '../jobs/accept.ts';
 import { callbackFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
@@ -532,7 +539,9 @@ export class Exchange {
     }
     headers.push('via', viaValue, 'x-request-id', this.requestId, 'server-timing', timing);
     try {
-      this.res.writeHead(statusCode, statusText || undefined, headers);
+      // HTTP/2 has no reason phrase.
+      const reason = this.req.httpVersionMajor === 2 ? undefined : statusText || undefined;
+      this.res.writeHead(statusCode, reason, headers);
     } catch {
       // An upstream header Node refuses to write (invalid characters): malformed response.
       this.state = WAITING;
@@ -776,7 +785,7 @@ export class Exchange {
             // The client stopped reading: close it; the upstream call is aborted with it.
             this.outcome = 'client_aborted';
             this.errorCode = 'client-send-timeout';
-            this.res.destroy();
+            cutResponse(this.res);
             return;
           }
         } else if (to.read > 0 && t >= this.lastActivity + to.read) return this.#timeout('read');
@@ -1042,7 +1051,7 @@ export class Exchange {
       // Too late for an error response: end the client response abruptly so it can never be taken
       // for a complete one.
       this.tap?.abort();
-      this.res.destroy();
+      cutResponse(this.res);
     } else if (this.tap?.rescue(err)) {
       // Served from the cache instead (stale-if-error): the client never sees the error.
       this.outcome = this.tap.answeredOutcome;

@@ -63,11 +63,20 @@ export function filterRequestHeaders(
   let incomingXff: string | undefined;
   let incomingProto: string | undefined;
   let incomingFwdHost: string | undefined;
+  let authority: string | undefined;
+  let host: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
+    // HTTP/2 pseudo-headers (`:method`, `:path`, `:scheme`, `:authority`) are never forwarded; the
+    // authority becomes the HTTP/1.1 Host the upstream gets (RFC 9113 §8.3.1).
+    if (name.charCodeAt(0) === 58) {
+      if (name === ':authority') authority = raw[i + 1];
+      continue;
+    }
     const lower = name.toLowerCase();
     if (lower === 'host') {
       hostCount++;
+      host = raw[i + 1];
       headers.push(name, raw[i + 1]);
       continue;
     }
@@ -84,6 +93,12 @@ export function filterRequestHeaders(
     }
     if (named?.has(lower)) continue;
     headers.push(name, raw[i + 1]);
+  }
+  if (authority !== undefined) {
+    if (hostCount === 0) {
+      headers.push('host', authority);
+      hostCount = 1;
+    } else if (hostCount === 1 && host?.toLowerCase() !== authority.toLowerCase()) hostCount = 2; // ambiguous: 400
   }
   return { headers, hostCount, incomingVia, incomingXff, incomingProto, incomingFwdHost };
 }

@@ -186,9 +186,14 @@ export class Gateway implements ExchangeHost {
             );
           else this.logger.info({ listen: address }, 'TLS certificate reloaded');
         },
+        { maxHeaderSize: c.max_header_size, maxHeaders: c.max_headers, idleMs: c.keepalive_timeout },
       ),
     );
     this.server = this.listeners[0].server;
+    for (const { h2 } of this.listeners)
+      h2?.on('checkContinue', (req, res) =>
+        this.handle(req as unknown as IncomingMessage, res as unknown as ServerResponse, true),
+      );
     for (const { server } of this.listeners) {
       // One more than allowed, so that "too many" is visible instead of silently truncated.
       server.maxHeadersCount = c.max_headers + 1;
@@ -305,10 +310,12 @@ export class Gateway implements ExchangeHost {
     this.#closing = true;
     const stopAt = performance.now();
     const closed = Promise.all(
-      this.listeners.map(({ server, tls }) => {
+      this.listeners.map(({ server, tls, sessions }) => {
         tls?.close();
         const done = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
+        // HTTP/2: GOAWAY, so clients open no new streams; the streams in flight may finish.
+        for (const session of sessions) session.close();
         return done;
       }),
     );
@@ -359,7 +366,10 @@ export class Gateway implements ExchangeHost {
       ]);
       clearTimeout(timer);
     }
-    for (const { server } of this.listeners) server.closeAllConnections();
+    for (const { server, sessions } of this.listeners) {
+      server.closeAllConnections();
+      for (const session of sessions) session.destroy();
+    }
     await closed;
     // Background job calls get what is left of the grace period, then end `interrupted`.
     await this.jobs?.close(Math.max(0, graceMs - (performance.now() - stopAt)));
@@ -413,7 +423,10 @@ export class Gateway implements ExchangeHost {
     const requestId = isValidRequestId(incomingId as string | undefined)
       ? (incomingId as string)
       : newRequestId();
-    if (this.#closing) res.shouldKeepAlive = false;
+    if (req.httpVersionMajor === 2) {
+      // HTTP/2 names the host in :authority; routing, checks and X-Forwarded-Host read Host.
+      req.headers.host ??= req.headers[':authority'] as string | undefined;
+    } else if (this.#closing) res.shouldKeepAlive = false;
 
     const target = parseTarget(req.url ?? '/');
     if (target === undefined) {
@@ -519,7 +532,12 @@ export class Gateway implements ExchangeHost {
     if (expectsContinue) res.writeContinue();
     const stripped = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
     const path = (stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`) + target.query;
-    const hasBody = chunked || (cl !== undefined && cl !== '0');
+    // HTTP/2 frames a body without Content-Length or chunking: there is one unless the HEADERS frame
+    // ended the stream.
+    const hasBody =
+      req.httpVersionMajor === 2
+        ? (req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders !== true
+        : chunked || (cl !== undefined && cl !== '0');
     const cfg = rt.route.async;
     if (cfg !== undefined && jobs !== undefined && cfg.mode === 'queue') {
       void this.#enqueue(req, res, rt, requestId, startedAt, logPath, path, headers, hasBody);

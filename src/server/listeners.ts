@@ -5,6 +5,12 @@
  * wildcard, and the first otherwise. The files are watched: a changed certificate or key applies to
  * new connections (connections already open keep theirs); a pair that no longer loads is refused and
  * logged, and the running one stays.
+ *
+ * A TLS listener offers HTTP/2 and HTTP/1.1 by ALPN (SPEC §3). The HTTPS server accepts and
+ * handshakes every connection; one that chose `h2` is handed to an HTTP/2 server that never listens
+ * itself, the others stay on the HTTPS server, so HTTP/1.1 over TLS keeps every protection of the
+ * plain listener (header timeout, limits, Upgrade). Both call the same request handler: Node's HTTP/2
+ * compatibility objects behave like IncomingMessage / ServerResponse for everything the gateway uses.
  */
 import { X509Certificate } from 'node:crypto';
 import { type FSWatcher, readFileSync, watch } from 'node:fs';
@@ -14,8 +20,10 @@ import {
   type Server,
   type ServerOptions,
 } from 'node:http';
+import { createServer as createHttp2Server, type Http2Server, type ServerHttp2Session } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
 import { basename, dirname } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Listener, TlsCertFiles } from '../config/resolve.ts';
 
@@ -120,7 +128,23 @@ export interface PublicListener {
   readonly server: Server;
   readonly listener: Listener;
   readonly tls: TlsCertificates | undefined;
+  /** TLS listeners: the HTTP/2 server the `h2` connections go to, and its open sessions. */
+  readonly h2: Http2Server | undefined;
+  readonly sessions: Set<ServerHttp2Session>;
 }
+
+/** What the HTTP/2 side takes from the client limits (SPEC §2 `client`). */
+export interface H2Limits {
+  /** client.max_header_size: the most header bytes of one request (SETTINGS_MAX_HEADER_LIST_SIZE). */
+  readonly maxHeaderSize: number;
+  /** client.max_headers (pseudo-headers not counted). */
+  readonly maxHeaders: number;
+  /** client.keepalive_timeout: an idle session is closed (GOAWAY) after this long. */
+  readonly idleMs: number;
+}
+
+/** Streams one HTTP/2 connection may have open at once (nginx's http2_max_concurrent_streams). */
+const H2_MAX_STREAMS = 128;
 
 /** A server for one listener; TLS ones get their certificates, SNI selection and file watching. */
 export function createPublicListener(
@@ -128,23 +152,46 @@ export function createPublicListener(
   options: ServerOptions,
   handler: RequestListener,
   onTlsReload: (error: string | undefined, listener: Listener) => void,
+  h2Limits: H2Limits,
 ): PublicListener {
+  const sessions = new Set<ServerHttp2Session>();
   if (listener.tls === undefined)
-    return { server: createHttpServer(options, handler), listener, tls: undefined };
+    return { server: createHttpServer(options, handler), listener, tls: undefined, h2: undefined, sessions };
   const certs = new TlsCertificates(listener.tls);
   const server = createHttpsServer(
     {
       ...options,
       ...certs.first,
       SNICallback: (name, cb) => cb(null, certs.select(name)),
+      ALPNProtocols: ['h2', 'http/1.1'],
     },
     handler,
   ) as unknown as Server;
+  const h2 = createHttp2Server(
+    {
+      maxHeaderListPairs: h2Limits.maxHeaders + 5, // + the pseudo-headers; checked in handle() too
+      settings: { maxConcurrentStreams: H2_MAX_STREAMS, maxHeaderListSize: h2Limits.maxHeaderSize },
+    },
+    handler as unknown as Parameters<typeof createHttp2Server>[1],
+  );
+  h2.on('session', (session: ServerHttp2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+    session.on('error', () => {});
+    // Idle like an HTTP/1.1 keep-alive connection: said goodbye to (GOAWAY), streams in flight finish.
+    session.setTimeout(h2Limits.idleMs, () => session.close());
+  });
+  const [http1] = server.listeners('secureConnection') as ((socket: TLSSocket) => void)[];
+  server.removeAllListeners('secureConnection');
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === 'h2') h2.emit('connection', socket);
+    else http1.call(server, socket);
+  });
   certs.watch((error) => {
     // The default context too, for clients that send no SNI.
     if (error === undefined)
       (server as unknown as { setSecureContext(o: object): void }).setSecureContext(certs.first);
     onTlsReload(error, listener);
   });
-  return { server, listener, tls: certs };
+  return { server, listener, tls: certs, h2, sessions };
 }

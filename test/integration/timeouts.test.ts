@@ -7,12 +7,12 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { request as httpRequest } from 'node:http';
 import type { Server as NetServer } from 'node:net';
 import { connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
 import {
+  getBody,
   problemOf,
   startRawServer,
   startTestGateway,
@@ -64,32 +64,6 @@ async function closedPort(): Promise<number> {
 function timed<T>(p: Promise<T>): Promise<{ value: T; ms: number }> {
   const t0 = performance.now();
   return p.then((value) => ({ value, ms: performance.now() - t0 }));
-}
-
-/** GETs through node:http and reports how the body ended: complete, or cut (aborted/error). */
-function getBody(
-  url: string,
-): Promise<{ status: number; headers: Record<string, unknown>; body: string; complete: boolean }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('latin1');
-      res.on('data', (c) => {
-        body += c;
-      });
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: res.complete }),
-      );
-      res.on('error', () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: false }),
-      );
-      res.on('aborted', () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete: false }),
-      );
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 describe('phase timeouts and upstream failures', () => {
