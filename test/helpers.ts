@@ -335,6 +335,54 @@ export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
   };
 }
 
+/** `send` over HTTP/2 (the h2 run): the same Reply, pseudo-headers left out. */
+function sendH2(
+  port: number,
+  path: string,
+  opts: { method?: string; headers?: http.OutgoingHttpHeaders | string[]; body?: string },
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`https://localhost:${port}`, { ca: h2Ca });
+    session.on('error', reject);
+    const headers: http2.OutgoingHttpHeaders = { ':method': opts.method ?? 'GET', ':path': path };
+    const given = opts.headers ?? {};
+    const pairs: [string, string][] = Array.isArray(given)
+      ? given.flatMap((v, i, a) => (i % 2 === 0 ? [[v, String(a[i + 1])] as [string, string]] : []))
+      : Object.entries(given).flatMap(([k, v]) =>
+          v === undefined ? [] : (Array.isArray(v) ? v : [v]).map((x) => [k, String(x)] as [string, string]),
+        );
+    for (const [k, v] of pairs) {
+      const name = k.toLowerCase();
+      if (name === 'host') headers[':authority'] = v;
+      else {
+        const prev = headers[name];
+        headers[name] = prev === undefined ? v : [...(Array.isArray(prev) ? prev : [String(prev)]), v];
+      }
+    }
+    const req = session.request(headers);
+    const chunks: Buffer[] = [];
+    let status = 0;
+    const rawHeaders: string[] = [];
+    const out: http.IncomingHttpHeaders = {};
+    req.on('response', (h, flat) => {
+      status = Number(h[':status']);
+      const raw = flat as unknown as string[];
+      for (let i = 0; i < raw.length; i += 2) {
+        if (raw[i].startsWith(':')) continue;
+        rawHeaders.push(raw[i], raw[i + 1]);
+      }
+      for (const [k, v] of Object.entries(h)) if (!k.startsWith(':')) out[k] = v as string;
+    });
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('error', reject);
+    req.on('end', () => {
+      session.close();
+      resolve({ status, headers: out, rawHeaders, body: Buffer.concat(chunks).toString() });
+    });
+    req.end(opts.body);
+  });
+}
+
 export interface Reply {
   status: number;
   headers: http.IncomingHttpHeaders;
@@ -348,6 +396,7 @@ export function send(
   path: string,
   opts: { method?: string; headers?: http.OutgoingHttpHeaders | string[]; body?: string } = {},
 ): Promise<Reply> {
+  if (H2) return sendH2(port, path, opts);
   return new Promise((resolve, reject) => {
     const req = http.request(
       { host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false },

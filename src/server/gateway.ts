@@ -314,8 +314,8 @@ export class Gateway implements ExchangeHost {
         tls?.close();
         const done = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
-        // HTTP/2: GOAWAY, so clients open no new streams; the streams in flight may finish.
-        for (const session of sessions) session.close();
+        // HTTP/2: GOAWAY once each connection's streams in flight are done.
+        for (const session of sessions) session.drain();
         return done;
       }),
     );

@@ -130,7 +130,19 @@ export interface PublicListener {
   readonly tls: TlsCertificates | undefined;
   /** TLS listeners: the HTTP/2 server the `h2` connections go to, and its open sessions. */
   readonly h2: Http2Server | undefined;
-  readonly sessions: Set<ServerHttp2Session>;
+  readonly sessions: Set<H2Session>;
+}
+
+/** An open HTTP/2 connection, for a graceful stop. */
+export interface H2Session {
+  /**
+   * Says goodbye (GOAWAY) once no stream is open: at once when idle, else when its last stream
+   * ends. Sending it while streams are in flight is allowed by RFC 9113 but makes undici (Node's
+   * fetch) fail those streams, so the drain waits, like an HTTP/1.1 response with Connection: close.
+   */
+  drain(): void;
+  /** Ends it if streams are still open a second from now (the drain ran out of time). */
+  destroy(): void;
 }
 
 /** What the HTTP/2 side takes from the client limits (SPEC §2 `client`). */
@@ -154,7 +166,7 @@ export function createPublicListener(
   onTlsReload: (error: string | undefined, listener: Listener) => void,
   h2Limits: H2Limits,
 ): PublicListener {
-  const sessions = new Set<ServerHttp2Session>();
+  const sessions = new Set<H2Session>();
   if (listener.tls === undefined)
     return { server: createHttpServer(options, handler), listener, tls: undefined, h2: undefined, sessions };
   const certs = new TlsCertificates(listener.tls);
@@ -175,9 +187,31 @@ export function createPublicListener(
     handler as unknown as Parameters<typeof createHttp2Server>[1],
   );
   h2.on('session', (session: ServerHttp2Session) => {
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
+    let open = 0;
+    let draining = false;
+    const tracked: H2Session = {
+      drain() {
+        draining = true;
+        if (open === 0 && !session.closed) session.close();
+      },
+      // A stream whose response just ended closes a moment later, and the drained session then
+      // sends its GOAWAY and ends by itself: only one still busy after a second is ended here.
+      destroy() {
+        if (open === 0) return;
+        setTimeout(() => {
+          if (!session.destroyed) session.destroy();
+        }, 1_000).unref();
+      },
+    };
+    sessions.add(tracked);
+    session.once('close', () => sessions.delete(tracked));
     session.on('error', () => {});
+    session.on('stream', (stream) => {
+      open++;
+      stream.once('close', () => {
+        if (--open === 0 && draining && !session.closed) session.close();
+      });
+    });
     // Idle like an HTTP/1.1 keep-alive connection: said goodbye to (GOAWAY), streams in flight finish.
     session.setTimeout(h2Limits.idleMs, () => session.close());
   });

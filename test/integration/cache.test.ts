@@ -5,9 +5,9 @@
  * budget, max_entry, purge, and RFC 9211 Cache-Status with the log's outcomes.
  */
 import assert from 'node:assert/strict';
-import { type IncomingMessage, request, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, test } from 'node:test';
-import { sleep, startHttpServer, startTestGateway } from '../helpers.ts';
+import { send, sleep, startHttpServer, startTestGateway } from '../helpers.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, n: number) => void;
 
@@ -62,25 +62,19 @@ async function get(url: string, headers: Record<string, string> = {}, method = '
 }
 
 /**
- * A GET with exactly these headers (node:http: fetch adds Cache-Control: no-cache to conditional
- * requests, as the Fetch standard asks).
+ * A GET with exactly these headers (node:http or node:http2: fetch adds Cache-Control: no-cache to
+ * conditional requests, as the Fetch standard asks).
  */
 function raw(
   url: string,
   headers: Record<string, string>,
 ): Promise<{ status: number; cs: string | undefined; body: string }> {
-  return new Promise((resolve, reject) => {
-    request(url, { headers }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, cs: res.headers['cache-status'] as string, body }),
-      );
-    })
-      .on('error', reject)
-      .end();
-  });
+  const u = new URL(url);
+  return send(Number(u.port), u.pathname + u.search, { headers }).then((r) => ({
+    status: r.status,
+    cs: r.headers['cache-status'] as string | undefined,
+    body: r.body,
+  }));
 }
 
 const text = (res: ServerResponse, body: string, headers: Record<string, string> = {}) => {

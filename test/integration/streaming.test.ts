@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
-import { sleep, spawnGateway, startTestGateway, type TestGateway } from '../helpers.ts';
+import { H1_ONLY, sleep, spawnGateway, startTestGateway, type TestGateway } from '../helpers.ts';
 
 function get(url: string): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
@@ -39,7 +39,7 @@ routes:
     await demo.close();
   });
 
-  test('a 512 MiB download streams through a gateway process with flat memory', async (t) => {
+  test('a 512 MiB download streams through a gateway process with flat memory', H1_ONLY, async (t) => {
     const child = await spawnGateway(`
 upstreams:
   demo: { targets: ["${demo.url}"] }
@@ -64,7 +64,7 @@ routes:
     assert.ok(grewMiB < 48, `gateway peak RSS grew by ${grewMiB.toFixed(1)} MiB while 512 MiB streamed`);
   });
 
-  test('an 8 MiB upload arrives byte for byte (hash checked by the upstream)', async () => {
+  test('an 8 MiB upload arrives byte for byte (hash checked by the upstream)', H1_ONLY, async () => {
     const body = Buffer.alloc(8 * 1024 * 1024);
     for (let i = 0; i < body.length; i += 4096) body.writeUInt32LE((i * 2654435761) >>> 0, i);
     const want = createHash('sha256').update(body).digest('hex');
@@ -92,7 +92,7 @@ routes:
     assert.equal(e.bytes_in, body.length);
   });
 
-  test('a slow client pauses the upstream; the read timeout does not run meanwhile', async () => {
+  test('a slow client pauses the upstream; the read timeout does not run meanwhile', H1_ONLY, async () => {
     // 8 MiB cannot sit in socket buffers: the gateway must pause the upstream while the client sleeps.
     const res = await get(gw.url('/sr/size/8m'));
     assert.equal(res.statusCode, 200);
@@ -118,31 +118,35 @@ routes:
     assert.equal(e.outcome, 'ok');
   });
 
-  test('a client that stops reading is closed after client.send_timeout and the upstream aborted', async () => {
-    const aborted = once(demo.events, 'aborted');
-    const t0 = performance.now();
-    const res = await get(gw.url('/size/64m'));
-    res.pause();
-    const e = await gw.entry(String(res.headers['x-request-id']));
-    const ms = performance.now() - t0;
-    assert.equal(e.outcome, 'client_aborted');
-    assert.equal(e.error, 'client-send-timeout');
-    assert.ok(ms >= 1450 && ms < 4000, `closed after ${ms} ms`);
-    await aborted;
-    // Reading again, the client finds an incomplete body, never a complete one.
-    let bytes = 0;
-    const complete = await new Promise<boolean>((resolve) => {
-      res.on('data', (c: Buffer) => {
-        bytes += c.length;
+  test(
+    'a client that stops reading is closed after client.send_timeout and the upstream aborted',
+    H1_ONLY,
+    async () => {
+      const aborted = once(demo.events, 'aborted');
+      const t0 = performance.now();
+      const res = await get(gw.url('/size/64m'));
+      res.pause();
+      const e = await gw.entry(String(res.headers['x-request-id']));
+      const ms = performance.now() - t0;
+      assert.equal(e.outcome, 'client_aborted');
+      assert.equal(e.error, 'client-send-timeout');
+      assert.ok(ms >= 1450 && ms < 4000, `closed after ${ms} ms`);
+      await aborted;
+      // Reading again, the client finds an incomplete body, never a complete one.
+      let bytes = 0;
+      const complete = await new Promise<boolean>((resolve) => {
+        res.on('data', (c: Buffer) => {
+          bytes += c.length;
+        });
+        res.on('end', () => resolve(res.complete));
+        res.on('error', () => resolve(false));
+        res.on('aborted', () => resolve(false));
+        res.resume();
       });
-      res.on('end', () => resolve(res.complete));
-      res.on('error', () => resolve(false));
-      res.on('aborted', () => resolve(false));
-      res.resume();
-    });
-    assert.equal(complete, false);
-    assert.ok(bytes < 64 * 1024 * 1024);
-  });
+      assert.equal(complete, false);
+      assert.ok(bytes < 64 * 1024 * 1024);
+    },
+  );
 
   test('Server-Timing: the gateway adds its own and the upstream time, passes the upstream entries and logs them', async () => {
     const res = await fetch(gw.url('/timing'));

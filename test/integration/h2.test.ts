@@ -1,0 +1,216 @@
+/**
+ * HTTP/2 towards clients (SPEC §3), what only an HTTP/2 client can show: one TLS port speaking h2 and
+ * http/1.1 by ALPN, many streams on one connection, an upload and a download with flow control as
+ * back-pressure, a client's RST_STREAM aborting the upstream call, a client that stops reading cut
+ * after send_timeout with a reset (never a clean end), and a drain that lets open streams finish
+ * before GOAWAY. The other suites (timeouts, errors, async, jobs, resilience, headers…) run over h2
+ * too: `SLUICE_TEST_PROTOCOL=h2` in package.json's test script.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import http2, { type ClientHttp2Session } from 'node:http2';
+import https from 'node:https';
+import { after, before, describe, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.ts';
+import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
+import { type Sluice, startSluice } from '../../src/main.ts';
+import { MemoryAccessLog } from '../../src/observability/access-log.ts';
+import { certDir } from '../certs.ts';
+import { sleep } from '../helpers.ts';
+
+const certs = certDir('sluice-h2-test-');
+let ca: string;
+let demo: DemoUpstream;
+let sluice: Sluice;
+const log = new MemoryAccessLog();
+
+before(async () => {
+  certs.ca();
+  certs.issue('gw', 'DNS:localhost');
+  ca = readFileSync(certs.path('ca.pem'), 'utf8');
+  demo = await startDemoUpstream({ port: 0 });
+  const config = loadConfigText(
+    `
+listen: [{ address: "127.0.0.1:0", tls: { cert: "${certs.path('gw.pem')}", key: "${certs.path('gw.key')}" } }]
+client: { send_timeout: 1s }
+shutdown_timeout: 5s
+upstreams: { demo: { targets: ["${demo.url}"] } }
+routes:
+  - { name: read, match: { path: /r }, upstream: demo, strip_prefix: true, timeouts: { read: 200ms } }
+  - { name: all, match: { path: / }, upstream: demo }
+`,
+    'h2.yaml',
+  );
+  sluice = await startSluice(config, { accessLog: log, admin: false });
+});
+after(async () => {
+  await sluice.close(500);
+  await demo.close();
+  certs.remove();
+});
+
+function session(): ClientHttp2Session {
+  const s = http2.connect(`https://localhost:${sluice.port}`, { ca });
+  s.on('error', () => {});
+  return s;
+}
+
+interface H2Reply {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+function request(s: ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<H2Reply> {
+  return new Promise((resolve, reject) => {
+    const req = s.request(headers);
+    let status = 0;
+    let h: http2.IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    req.on('response', (r) => {
+      h = r;
+      status = Number(r[':status']);
+    });
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve({ status, headers: h, body: Buffer.concat(chunks) }));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('HTTP/2 towards clients', () => {
+  test('one TLS port: h2 by ALPN and http/1.1 for clients that only speak it; many streams on one connection', async () => {
+    const s = session();
+    const replies = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => request(s, { ':path': `/slow?ms=${50 + i}` })),
+    );
+    assert.equal(s.alpnProtocol, 'h2');
+    assert.ok(replies.every((r) => r.status === 200));
+    assert.equal(replies[0].headers.via, '1.1 sluice');
+    assert.match(String(replies[0].headers['x-request-id']), /^[0-9A-Z]{26}$/);
+    assert.match(String(replies[0].headers['server-timing']), /sluice;desc="gateway"/);
+    s.close();
+
+    const h1 = await new Promise<{ status: number; alpn: string | false }>((resolve, reject) => {
+      https
+        .get(
+          {
+            host: 'localhost',
+            port: sluice.port,
+            path: '/fast',
+            ca,
+            agent: false,
+            ALPNProtocols: ['http/1.1'],
+          } as https.RequestOptions,
+          (res) => {
+            res.resume();
+            res.on('end', () =>
+              resolve({
+                status: res.statusCode ?? 0,
+                alpn: (res.socket as { alpnProtocol?: string | false }).alpnProtocol ?? false,
+              }),
+            );
+          },
+        )
+        .on('error', reject);
+    });
+    assert.deepEqual(h1, { status: 200, alpn: 'http/1.1' });
+  });
+
+  test('an 8 MiB upload arrives byte for byte; flow control paces the client', async () => {
+    const body = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < body.length; i += 4096) body.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const want = createHash('sha256').update(body).digest('hex');
+    const s = session();
+    const r = await request(s, { ':method': 'POST', ':path': '/echo' }, body);
+    s.close();
+    assert.equal(r.status, 200);
+    const echo = JSON.parse(r.body.toString()) as { body_bytes: number; body_sha256: string };
+    assert.equal(echo.body_bytes, body.length);
+    assert.equal(echo.body_sha256, want);
+    const e = await log.next((x) => x.request_id === r.headers['x-request-id']);
+    assert.equal(e.bytes_in, body.length);
+  });
+
+  test('a slow reader pauses the upstream (flow control is back-pressure); the read timeout does not run meanwhile', async () => {
+    const s = session();
+    const req = s.request({ ':path': '/r/size/8m' });
+    const [headers] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+    assert.equal(headers[':status'], 200);
+    req.pause();
+    await sleep(800); // four times the route's 200 ms read timeout
+    let bytes = 0;
+    req.on('data', (c: Buffer) => {
+      bytes += c.length;
+    });
+    req.resume();
+    await once(req, 'end');
+    assert.equal(req.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+    assert.equal(bytes, 8 * 1024 * 1024);
+    const e = await log.next((x) => x.request_id === headers['x-request-id']);
+    assert.equal(e.outcome, 'ok');
+    s.close();
+  });
+
+  test('a client that stops reading is reset after client.send_timeout, never ended cleanly; the upstream is aborted', async () => {
+    const aborted = once(demo.events, 'aborted');
+    const s = session();
+    const req = s.request({ ':path': '/size/64m' });
+    req.on('error', () => {}); // the reset below
+    const [headers] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+    req.pause();
+    const e = await log.next((x) => x.request_id === headers['x-request-id']);
+    assert.equal(e.outcome, 'client_aborted');
+    assert.equal(e.error, 'client-send-timeout');
+    await aborted;
+    req.resume();
+    if (!req.closed) await once(req, 'close');
+    assert.equal(req.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR);
+    s.close();
+  });
+
+  test("the client's RST_STREAM aborts the upstream call at once; the connection's other streams go on", async () => {
+    const s = session();
+    const other = request(s, { ':path': '/slow?ms=300' });
+    const aborted = once(demo.events, 'aborted');
+    const req = s.request({ ':path': '/hang' });
+    await once(demo.events, 'request');
+    const t0 = performance.now();
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    await aborted;
+    assert.ok(performance.now() - t0 < 1_000, 'the upstream saw its request aborted');
+    const e = await log.next((x) => x.path === '/hang');
+    assert.equal(e.outcome, 'client_aborted');
+    assert.equal((await other).status, 200);
+    s.close();
+  });
+
+  test('a drain lets the streams in flight finish before GOAWAY', async () => {
+    const own = await startSluice(
+      loadConfigText(
+        `
+listen: [{ address: "127.0.0.1:0", tls: { cert: "${certs.path('gw.pem')}", key: "${certs.path('gw.key')}" } }]
+upstreams: { demo: { targets: ["${demo.url}"] } }
+routes: [{ name: all, match: { path: / }, upstream: demo }]
+`,
+        'drain.yaml',
+      ),
+      { accessLog: new MemoryAccessLog(), admin: false },
+    );
+    const s = http2.connect(`https://localhost:${own.port}`, { ca });
+    s.on('error', () => {});
+    const inflight = Array.from({ length: 5 }, () => request(s, { ':path': '/slow?ms=500' }));
+    await sleep(150);
+    const goaway = once(s, 'goaway');
+    const closed = own.close(5_000);
+    const replies = await Promise.all(inflight);
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      [200, 200, 200, 200, 200],
+    );
+    await goaway;
+    await closed;
+  });
+});
