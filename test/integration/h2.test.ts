@@ -39,6 +39,7 @@ shutdown_timeout: 5s
 upstreams: { demo: { targets: ["${demo.url}"] } }
 routes:
   - { name: read, match: { path: /r }, upstream: demo, strip_prefix: true, timeouts: { read: 200ms } }
+  - { name: small, match: { path: /small }, upstream: demo, strip_prefix: true, max_body: 1MB }
   - { name: all, match: { path: / }, upstream: demo }
 `,
     'h2.yaml',
@@ -132,6 +133,24 @@ describe('HTTP/2 towards clients', () => {
     assert.equal(echo.body_sha256, want);
     const e = await log.next((x) => x.request_id === r.headers['x-request-id']);
     assert.equal(e.bytes_in, body.length);
+  });
+
+  test('a body over max_body in DATA frames (no Content-Length) is 413; a Host that disagrees with :authority is 400', async () => {
+    const s = session();
+    const big = await request(
+      s,
+      { ':method': 'POST', ':path': '/small/echo' },
+      Buffer.alloc(2 * 1024 * 1024),
+    );
+    assert.equal(big.status, 413);
+    assert.equal(JSON.parse(big.body.toString()).type, 'https://sluice.dev/problems/body-too-large');
+    const authority = `localhost:${sluice.port}`;
+    const two = await request(s, { ':path': '/fast', ':authority': authority, host: 'other.example' });
+    assert.equal(two.status, 400);
+    assert.match(JSON.parse(two.body.toString()).detail, /more than one Host/);
+    const same = await request(s, { ':path': '/fast', ':authority': authority, host: authority });
+    assert.equal(same.status, 200);
+    s.close();
   });
 
   test('a slow reader pauses the upstream (flow control is back-pressure); the read timeout does not run meanwhile', async () => {
