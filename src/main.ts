@@ -60,12 +60,14 @@ export interface Sluice {
    * and tells live views either way. `trigger` says why (SIGHUP, watch, POST /api/reload).
    */
   reloadFromFile(trigger: string): ReloadResult;
+  /** Reopens the access-log file by its path (SIGUSR1, for logrotate). */
+  reopenLogs(): void;
   close(graceMs?: number): Promise<void>;
 }
 
 export async function startSluice(config: EffectiveConfig, options: SluiceOptions = {}): Promise<Sluice> {
   const logger = options.logger ?? silentLogger;
-  const accessLog = options.accessLog ?? createAccessLog(config.accessLog);
+  const accessLog = options.accessLog ?? createAccessLog(config.accessLog, config.accessLogFormat);
   const inflight = { gateway: undefined as Gateway | undefined };
   const observability = createObservability(config, {
     logger,
@@ -282,6 +284,10 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     reload: (next) => reload(next),
     reloadFailed: (error) => reloadFailed(error),
     reloadFromFile,
+    reopenLogs: () => {
+      accessLog.reopen?.();
+      logger.info({ file: config.accessLog }, 'access log reopened (SIGUSR1)');
+    },
     async close(graceMs) {
       draining = true;
       watcher?.close();

@@ -31,6 +31,7 @@ import { type Logger, silentLogger } from '../observability/logger.ts';
 import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
+import { applyEdits, resolvedClientIp, rewritePath, rewriteRefusal, setHost } from '../proxy/shape.ts';
 import type { ResponseTap } from '../proxy/tap.ts';
 import { answerRaw, tunnel } from '../proxy/tunnel.ts';
 import { parseTarget } from '../routing/normalize.ts';
@@ -72,6 +73,7 @@ function answered(
     requestId,
     startedAt,
     client: req.socket?.remoteAddress,
+    req,
     route: rt?.name ?? null,
     upstream: rt?.upstream.name ?? null,
     budgetMs: rt?.timeouts.total ?? 0,
@@ -486,13 +488,24 @@ export class Gateway implements ExchangeHost {
       }
     }
 
-    const headers = this.#forwardingHeaders(req, filtered, requestId);
+    const upstreamPath = this.#upstreamPath(rt, target.path);
+    if (upstreamPath === undefined) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('bad-request', { detail: this.#refusal(rt, target.path), route: rt.name }),
+        logPath,
+        rt,
+      );
+    }
+    const headers = this.#forwardingHeaders(req, filtered, requestId, rt);
 
     // Expect: 100-continue is answered here, once the request passed every check (a 413 never
     // invites the body); the upstream never sees Expect (undici does not support it).
     if (expectsContinue) res.writeContinue();
-    const stripped = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
-    const path = (stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`) + target.query;
+    const path = upstreamPath + target.query;
     const hasBody = chunked || (cl !== undefined && cl !== '0');
     const cfg = rt.route.async;
     if (cfg !== undefined && jobs !== undefined && cfg.mode === 'queue') {
@@ -534,11 +547,27 @@ export class Gateway implements ExchangeHost {
     });
   }
 
-  /** The request headers as forwarded: X-Forwarded-* (kept only from trusted proxies), Via, X-Request-Id. */
+  /** The path sent upstream: strip_prefix or the route's rewrite applied; undefined: refused (400). */
+  #upstreamPath(rt: RouteRuntime, path: string): string | undefined {
+    const rewrite = rt.shape.rewrite;
+    if (rewrite !== undefined) return rewritePath(rewrite, path);
+    const stripped = rt.stripLength > 0 ? path.slice(rt.stripLength) || '/' : path;
+    return stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`;
+  }
+
+  #refusal(rt: RouteRuntime, path: string): string {
+    return rewriteRefusal(rt.shape.rewrite as NonNullable<RouteRuntime['shape']['rewrite']>, path);
+  }
+
+  /**
+   * The request headers as forwarded: X-Forwarded-* (kept only from trusted proxies), Via,
+   * X-Request-Id, then the route's header edits and Host (SPEC §13).
+   */
   #forwardingHeaders(
     req: IncomingMessage,
     filtered: ReturnType<typeof filterRequestHeaders>,
     requestId: string,
+    rt: RouteRuntime,
   ): string[] {
     const headers = filtered.headers;
     const addr = clientAddress(req.socket);
@@ -559,6 +588,17 @@ export class Gateway implements ExchangeHost {
       'x-request-id',
       requestId,
     );
+    // Shaping (SPEC §13): edits after the gateway's own headers, so that they can replace or remove
+    // them too; Host `upstream` is set per try by the exchange (the target is not known yet).
+    const shape = rt.shape;
+    if (shape.request !== undefined)
+      applyEdits(headers, shape.request, {
+        clientIp: trusted ? resolvedClientIp(addr, filtered.incomingXff, this.#trusted) : addr,
+        requestId,
+        host: req.headers.host ?? '',
+        route: rt.name,
+      });
+    if (shape.host.kind === 'name') setHost(headers, shape.host.name);
     return headers;
   }
 
@@ -607,8 +647,14 @@ export class Gateway implements ExchangeHost {
         rt,
         logPath,
       );
-    const stripped = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
-    const path = (stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`) + target.query;
+    const upstreamPath = this.#upstreamPath(rt, target.path);
+    if (upstreamPath === undefined)
+      return refuse(
+        new GatewayError('bad-request', { detail: this.#refusal(rt, target.path), route: rt.name }),
+        rt,
+        logPath,
+      );
+    const path = upstreamPath + target.query;
     tunnel({
       rt,
       req,
@@ -618,7 +664,7 @@ export class Gateway implements ExchangeHost {
       startedAt,
       logPath,
       path,
-      headers: this.#forwardingHeaders(req, filtered, requestId),
+      headers: this.#forwardingHeaders(req, filtered, requestId, rt),
       log: (entry) => this.log(entry),
     });
   }
@@ -703,7 +749,7 @@ export class Gateway implements ExchangeHost {
       const lower = headers[i].toLowerCase();
       if (lower !== 'content-length' && lower !== 'host') pairs.push([headers[i], headers[i + 1]]);
     }
-    pairs.push(['host', req.headers.host ?? '']);
+    pairs.push(['host', rt.shape.host.kind === 'name' ? rt.shape.host.name : (req.headers.host ?? '')]);
     const callback = callbackFor(req.headers['callback-url'], cfg.callback);
     try {
       const job = await jobs.store.create({
