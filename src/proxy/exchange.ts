@@ -32,7 +32,7 @@ import {
 } from './compress.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
-import { applyEdits, setHost, targetHost } from './shape.ts';
+import { setHost, shapeResponse, targetHost } from './shape.ts';
 import type { ResponseTap } from './tap.ts';
 
 const QUEUED = 0; // waiting for a concurrency slot or a retry's backoff
@@ -538,8 +538,7 @@ export class Exchange {
     }
     headers.push('via', viaValue, 'x-request-id', this.requestId, 'server-timing', timing);
     // Shaping (SPEC §13): the route's response edits, after the gateway's own headers.
-    const edits = this.rt.shape.response;
-    if (edits !== undefined) this.#shapeResponse(headers, edits);
+    shapeResponse(headers, this.rt, this.req, this.requestId, this.client);
     try {
       this.res.writeHead(statusCode, statusText || undefined, headers);
     } catch {
@@ -559,16 +558,6 @@ export class Exchange {
         );
     }
     return true;
-  }
-
-  #shapeResponse(headers: string[], edits: NonNullable<RouteRuntime['shape']['response']>): void {
-    const a = this.client ?? '';
-    applyEdits(headers, edits, {
-      clientIp: a.startsWith('::ffff:') ? a.slice(7) : a,
-      requestId: this.requestId,
-      host: this.req.headers.host ?? '',
-      route: this.rt.name,
-    });
   }
 
   onData(chunk: Buffer): boolean {

@@ -6,7 +6,7 @@ import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolv
 import { buildRouteTable, type RouteMatcher } from '../routing/route-table.ts';
 import type { RetryBudget } from '../upstream/retry-budget.ts';
 import { Upstream, type UpstreamEvent } from '../upstream/upstream.ts';
-import { compileShape, type Shape } from './shape.ts';
+import { blockListOf, compileShape, type Shape } from './shape.ts';
 
 export interface RouteRuntime {
   readonly name: string;
@@ -54,6 +54,7 @@ export function buildRuntime(
     const same = old !== undefined && JSON.stringify(old.config) === JSON.stringify(u);
     upstreams.set(u.name, same ? old : new Upstream(u, { connectBackstopMs: connectBackstop, onEvent }));
   }
+  const trusted = blockListOf(config.client.trusted_proxies);
   const routes = config.routes.map(
     (route): RouteRuntime => ({
       name: route.name,
@@ -71,7 +72,7 @@ export function buildRuntime(
         ? (upstreams.get(route.upstream) as Upstream).retryBudgetFor(route.name, route.retry.budget)
         : undefined,
       recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0, p5: 0 },
-      shape: compileShape(route.shape, route.match.path),
+      shape: compileShape(route.shape, route.match.path, trusted),
     }),
   );
   return { config, routes, upstreams, table: buildRouteTable(routes) };

@@ -11,7 +11,8 @@
  * set or removed are dropped from what came in (also the gateway's own headers: X-Forwarded-*,
  * Via, …), then `set` and `add` values are appended.
  */
-import { type BlockList, isIPv6 } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import { BlockList, isIPv6 } from 'node:net';
 import {
   compileReplacement,
   type EffectiveShape,
@@ -61,6 +62,8 @@ export type HostMode =
 
 /** What a route does besides forwarding; `undefined` fields cost nothing on the hot path. */
 export interface Shape {
+  /** client.trusted_proxies, for `${client_ip}` (only when the route has header edits). */
+  readonly trusted: BlockList | undefined;
   readonly request: HeaderEdits | undefined;
   readonly response: HeaderEdits | undefined;
   readonly host: HostMode;
@@ -68,6 +71,7 @@ export interface Shape {
 }
 
 export const PLAIN_SHAPE: Shape = Object.freeze({
+  trusted: undefined,
   request: undefined,
   response: undefined,
   host: Object.freeze({ kind: 'keep' as const }),
@@ -170,6 +174,40 @@ export function resolvedClientIp(
   return hops[0].trim() || peer;
 }
 
+/** `${client_ip}` of a request: its peer (IPv4-mapped prefix dropped), resolved through trusted proxies. */
+export function clientIpOf(
+  shape: Shape,
+  peer: string | undefined,
+  xff: string | string[] | undefined,
+): string {
+  let a = peer ?? '';
+  if (a.startsWith('::ffff:')) a = a.slice(7);
+  const trusted = shape.trusted;
+  if (trusted === undefined || xff === undefined || !trusted.check(a, isIPv6(a) ? 'ipv6' : 'ipv4')) return a;
+  return resolvedClientIp(a, Array.isArray(xff) ? xff.join(', ') : xff, trusted);
+}
+
+/**
+ * Applies a route's response edits to a response head about to be written (proxied, or served by
+ * the response cache); no-op without edits.
+ */
+export function shapeResponse(
+  headers: string[],
+  rt: { readonly name: string; readonly shape: Shape },
+  req: IncomingMessage,
+  requestId: string,
+  peer: string | undefined,
+): void {
+  const edits = rt.shape.response;
+  if (edits === undefined) return;
+  applyEdits(headers, edits, {
+    clientIp: clientIpOf(rt.shape, peer, req.headers['x-forwarded-for']),
+    requestId,
+    host: req.headers.host ?? '',
+    route: rt.name,
+  });
+}
+
 // ---- rewrites ------------------------------------------------------------------------------------
 
 function compileEdits(e: ResolvedEdits | undefined): HeaderEdits | undefined {
@@ -183,7 +221,7 @@ function compileEdits(e: ResolvedEdits | undefined): HeaderEdits | undefined {
 }
 
 /** Compiles a route's resolved shape (`prefix`: the route's matched prefix, '' for `/`). */
-export function compileShape(shape: EffectiveShape | undefined, prefix: string): Shape {
+export function compileShape(shape: EffectiveShape | undefined, prefix: string, trusted?: BlockList): Shape {
   if (shape === undefined) return PLAIN_SHAPE;
   const host: HostMode =
     shape.host === 'keep'
@@ -208,6 +246,7 @@ export function compileShape(shape: EffectiveShape | undefined, prefix: string):
       describe: `${rw.regex} → ${rw.to}`,
     });
   return Object.freeze({
+    trusted,
     request: compileEdits(shape.request),
     response: compileEdits(shape.response),
     host: Object.freeze(host),
@@ -252,4 +291,17 @@ export function rewritePath(rule: RewriteRule, path: string): string | undefined
 /** Why `rewritePath` refused a path (only computed on the refusal). */
 export function rewriteRefusal(rule: RewriteRule, path: string): string {
   return `the rewrite (${rule.describe}) of ${path} would produce a dot segment or an encoded "/" (or an invalid escape): not forwarded`;
+}
+
+/** A BlockList of CIDRs and addresses (client.trusted_proxies); undefined when there are none. */
+export function blockListOf(cidrs: readonly string[]): BlockList | undefined {
+  if (cidrs.length === 0) return undefined;
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const [addr, bits] = c.split('/');
+    const type = isIPv6(addr) ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(addr, type);
+    else list.addSubnet(addr, Number(bits), type);
+  }
+  return list;
 }

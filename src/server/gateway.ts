@@ -593,7 +593,7 @@ export class Gateway implements ExchangeHost {
     const shape = rt.shape;
     if (shape.request !== undefined)
       applyEdits(headers, shape.request, {
-        clientIp: trusted ? resolvedClientIp(addr, filtered.incomingXff, this.#trusted) : addr,
+        clientIp: trusted ? resolvedClientIp(addr, filtered.incomingXff, shape.trusted) : addr,
         requestId,
         host: req.headers.host ?? '',
         route: rt.name,

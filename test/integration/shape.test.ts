@@ -407,3 +407,26 @@ routes:
   assert.equal(entry?.error, 'bad-request');
   assert.equal(entry?.route, 'files');
 });
+
+test('response edits apply to copies served by the response cache too, with per-request values', async (t) => {
+  const { server, seen } = await echoUpstream(t, { 'cache-control': 'max-age=60', 'x-powered-by': 'PHP/5' });
+  const gw = await startTestGateway(`
+upstreams:
+  u: { targets: ["${server.url}"] }
+routes:
+  - name: cached
+    match: { path: / }
+    upstream: u
+    cache: {}
+    headers: { response: { set: { X-Id: "\${request_id}" }, remove: [X-Powered-By] } }
+`);
+  t.after(() => gw.close());
+  const miss = await send(gw.port, '/c', { headers: { 'x-request-id': 'first' } });
+  const hit = await send(gw.port, '/c', { headers: { 'x-request-id': 'second' } });
+  assert.equal(seen.length, 1, 'the second was served from the cache');
+  assert.match(String(hit.headers['cache-status']), /hit/);
+  assert.equal(miss.headers['x-id'], 'first');
+  assert.equal(hit.headers['x-id'], 'second');
+  assert.equal(hit.headers['x-powered-by'], undefined);
+  assert.equal(miss.headers['x-powered-by'], undefined);
+});
