@@ -6,9 +6,13 @@
  * and regex rewrites, rewrites that try to escape (refused with 400, never reaching the upstream).
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { ConfigError, loadConfigText } from '../../src/config/load.ts';
+import { sluice } from '../diagnose/run-cli.ts';
 import { problemOf, send, startHttpServer, startTestGateway, type TestServer } from '../helpers.ts';
 
 interface Seen {
@@ -429,4 +433,30 @@ routes:
   assert.equal(hit.headers['x-id'], 'second');
   assert.equal(hit.headers['x-powered-by'], undefined);
   assert.equal(miss.headers['x-powered-by'], undefined);
+});
+
+test("`sluice check` shows each route's rewrite (and strip_prefix) in its table", async () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'sluice-shape-check-')), 'sluice.yaml');
+  writeFileSync(
+    file,
+    `upstreams:
+  app: { targets: ["http://127.0.0.1:19000"] }
+routes:
+  - { name: users-v1, match: { path: /v1 }, upstream: app, rewrite: { regex: "^/v1/users/(\\\\d+)$", to: "/api/users/$1" } }
+  - { name: legacy, match: { path: /old }, upstream: app, rewrite: { prefix: /new } }
+  - { name: api, match: { path: /api }, upstream: app, strip_prefix: true }
+  - { name: rest, match: { path: / }, upstream: app }
+`,
+  );
+  const r = await sluice(['check', '-c', file]);
+  assert.equal(r.code, 0, r.stderr);
+  const rows = r.stdout.split('\n');
+  assert.match(rows.find((l) => l.startsWith('route')) ?? '', /^route\s+match\s+rewrite\s+upstream/);
+  assert.match(
+    rows.find((l) => l.startsWith('users-v1')) ?? '',
+    /\^\/v1\/users\/\(\\d\+\)\$ → \/api\/users\/\$1/,
+  );
+  assert.match(rows.find((l) => l.startsWith('legacy')) ?? '', /\/old → \/new/);
+  assert.match(rows.find((l) => l.startsWith('api')) ?? '', /strip \/api/);
+  assert.match(rows.find((l) => l.startsWith('rest')) ?? '', /^rest\s+\/\s+-\s+app/);
 });
