@@ -39,6 +39,8 @@ export interface HeaderLine {
 export interface HeaderEdits {
   /** Lower-case names dropped from the message (removed, or replaced by `set`). */
   readonly drop: ReadonlySet<string>;
+  /** Bit n set: some dropped name has length n (mod 32); other names are never lower-cased. */
+  readonly dropLengths: number;
   /** What is appended after the drop (`set` values, then `add` values). */
   readonly append: readonly HeaderLine[];
 }
@@ -124,9 +126,11 @@ function render(v: string | ValueParts, x: ShapeValues): string {
 export function applyEdits(headers: string[], edits: HeaderEdits, x: ShapeValues): void {
   const drop = edits.drop;
   if (drop.size > 0) {
+    const lengths = edits.dropLengths;
     let w = 0;
     for (let r = 0; r < headers.length; r += 2) {
-      if (drop.has(headers[r].toLowerCase())) continue;
+      const name = headers[r];
+      if ((lengths & (1 << (name.length & 31))) !== 0 && drop.has(name.toLowerCase())) continue;
       if (w !== r) {
         headers[w] = headers[r];
         headers[w + 1] = headers[r + 1];
@@ -217,7 +221,9 @@ function compileEdits(e: ResolvedEdits | undefined): HeaderEdits | undefined {
   const append: HeaderLine[] = [];
   for (const [name, value] of [...e.set, ...e.add])
     append.push(Object.freeze({ name, value: compileValue(value) }));
-  return Object.freeze({ drop, append: Object.freeze(append) });
+  let dropLengths = 0;
+  for (const name of drop) dropLengths |= 1 << (name.length & 31);
+  return Object.freeze({ drop, dropLengths, append: Object.freeze(append) });
 }
 
 /** Compiles a route's resolved shape (`prefix`: the route's matched prefix, '' for `/`). */
