@@ -229,10 +229,11 @@ function startRefusals(raw: unknown, ctx: IssueContext): ConfigIssue[] {
   const store = str(['store']) ?? '';
   const redisProblem = /^rediss?:\/\//.test(store) ? redisStoreProblem(store) : undefined;
   if (redisProblem) out.push({ path: 'store', line: ctx.line?.(['store']), message: redisProblem });
-  const dest = str(['access_log']) ?? str(['access_log', 'path']);
+  const logAt = str(['access_log']) !== undefined ? ['access_log'] : ['access_log', 'path'];
+  const dest = str(logAt);
   if (dest !== undefined && dest !== 'stdout' && dest !== 'stderr' && dest !== 'off') {
     const why = writableFileProblem(dest);
-    if (why) out.push({ path: 'access_log', line: ctx.line?.(['access_log']), message: why });
+    if (why) out.push({ path: logAt.join('.'), line: ctx.line?.(logAt), message: why });
   }
   return out;
 }
