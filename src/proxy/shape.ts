@@ -192,6 +192,29 @@ export function clientIpOf(
 }
 
 /**
+ * Applies a route's request edits and fixed Host to the forwarded header list (after the gateway's
+ * own headers, so that edits can replace or remove those too). Host `upstream` is set per try by the
+ * exchange, once the target is known.
+ */
+export function shapeRequest(
+  headers: string[],
+  rt: { readonly name: string; readonly shape: Shape },
+  req: IncomingMessage,
+  requestId: string,
+): void {
+  const shape = rt.shape;
+  const edits = shape.request;
+  if (edits !== undefined)
+    applyEdits(headers, edits, {
+      clientIp: clientIpOf(shape, req.socket?.remoteAddress, req.headers['x-forwarded-for']),
+      requestId,
+      host: req.headers.host ?? '',
+      route: rt.name,
+    });
+  if (shape.host.kind === 'name') setHost(headers, shape.host.name);
+}
+
+/**
  * Applies a route's response edits to a response head about to be written (proxied, or served by
  * the response cache); no-op without edits.
  */
@@ -294,9 +317,24 @@ export function rewritePath(rule: RewriteRule, path: string): string | undefined
   return normalizePath(out);
 }
 
-/** Why `rewritePath` refused a path (only computed on the refusal). */
-export function rewriteRefusal(rule: RewriteRule, path: string): string {
-  return `the rewrite (${rule.describe}) of ${path} would produce a dot segment or an encoded "/" (or an invalid escape): not forwarded`;
+/**
+ * The path a route sends upstream (without the target's base path): its rewrite, or strip_prefix,
+ * applied to the normalised path; undefined when the rewrite's result is refused (400).
+ */
+export function upstreamPathOf(
+  rt: { readonly shape: Shape; readonly stripLength: number },
+  path: string,
+): string | undefined {
+  const rewrite = rt.shape.rewrite;
+  if (rewrite !== undefined) return rewritePath(rewrite, path);
+  const stripped = rt.stripLength > 0 ? path.slice(rt.stripLength) || '/' : path;
+  return stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`;
+}
+
+/** Why a route's rewrite refused a path (the 400's detail; only computed on the refusal). */
+export function rewriteRefusal(rt: { readonly shape: Shape }, path: string): string {
+  const describe = rt.shape.rewrite?.describe ?? 'rewrite';
+  return `the rewrite (${describe}) of ${path} would produce a dot segment or an encoded "/" (or an invalid escape): not forwarded`;
 }
 
 /** A BlockList of CIDRs and addresses (client.trusted_proxies); undefined when there are none. */

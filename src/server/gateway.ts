@@ -31,7 +31,7 @@ import { type Logger, silentLogger } from '../observability/logger.ts';
 import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
-import { applyEdits, resolvedClientIp, rewritePath, rewriteRefusal, setHost } from '../proxy/shape.ts';
+import { rewriteRefusal, shapeRequest, upstreamPathOf } from '../proxy/shape.ts';
 import type { ResponseTap } from '../proxy/tap.ts';
 import { answerRaw, tunnel } from '../proxy/tunnel.ts';
 import { parseTarget } from '../routing/normalize.ts';
@@ -488,14 +488,14 @@ export class Gateway implements ExchangeHost {
       }
     }
 
-    const upstreamPath = this.#upstreamPath(rt, target.path);
+    const upstreamPath = upstreamPathOf(rt, target.path);
     if (upstreamPath === undefined) {
       return this.#early(
         req,
         res,
         requestId,
         startedAt,
-        new GatewayError('bad-request', { detail: this.#refusal(rt, target.path), route: rt.name }),
+        new GatewayError('bad-request', { detail: rewriteRefusal(rt, target.path), route: rt.name }),
         logPath,
         rt,
       );
@@ -547,18 +547,6 @@ export class Gateway implements ExchangeHost {
     });
   }
 
-  /** The path sent upstream: strip_prefix or the route's rewrite applied; undefined: refused (400). */
-  #upstreamPath(rt: RouteRuntime, path: string): string | undefined {
-    const rewrite = rt.shape.rewrite;
-    if (rewrite !== undefined) return rewritePath(rewrite, path);
-    const stripped = rt.stripLength > 0 ? path.slice(rt.stripLength) || '/' : path;
-    return stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`;
-  }
-
-  #refusal(rt: RouteRuntime, path: string): string {
-    return rewriteRefusal(rt.shape.rewrite as NonNullable<RouteRuntime['shape']['rewrite']>, path);
-  }
-
   /**
    * The request headers as forwarded: X-Forwarded-* (kept only from trusted proxies), Via,
    * X-Request-Id, then the route's header edits and Host (SPEC §13).
@@ -588,17 +576,8 @@ export class Gateway implements ExchangeHost {
       'x-request-id',
       requestId,
     );
-    // Shaping (SPEC §13): edits after the gateway's own headers, so that they can replace or remove
-    // them too; Host `upstream` is set per try by the exchange (the target is not known yet).
-    const shape = rt.shape;
-    if (shape.request !== undefined)
-      applyEdits(headers, shape.request, {
-        clientIp: trusted ? resolvedClientIp(addr, filtered.incomingXff, shape.trusted) : addr,
-        requestId,
-        host: req.headers.host ?? '',
-        route: rt.name,
-      });
-    if (shape.host.kind === 'name') setHost(headers, shape.host.name);
+    // Shaping (SPEC §13): the route's edits and Host, after the gateway's own headers.
+    shapeRequest(headers, rt, req, requestId);
     return headers;
   }
 
@@ -647,10 +626,10 @@ export class Gateway implements ExchangeHost {
         rt,
         logPath,
       );
-    const upstreamPath = this.#upstreamPath(rt, target.path);
+    const upstreamPath = upstreamPathOf(rt, target.path);
     if (upstreamPath === undefined)
       return refuse(
-        new GatewayError('bad-request', { detail: this.#refusal(rt, target.path), route: rt.name }),
+        new GatewayError('bad-request', { detail: rewriteRefusal(rt, target.path), route: rt.name }),
         rt,
         logPath,
       );
