@@ -5,11 +5,16 @@
  * run.ts, `wrk -t1 -c64` on the 100-byte body, one sluice process per variant, interleaved rounds.
  * See bench/README.md.
  *
+ * `--profile` then runs `shaped`, `json` and `combined` once more each under `node --cpu-prof` and reports
+ * the share of busy CPU spent in the shaping code (src/proxy/shape.ts and what it calls) and in making
+ * the log line (src/observability/log-format.ts: JSON.stringify or the template): a figure that other
+ * load on a shared machine disturbs far less than req/s.
+ *
  *   npx node bench/macro/shaping.ts [--rounds 3] [--duration 3] [--warmup 1] [--initial-warmup 3]
- *        [--connections 64] [--json FILE]
+ *        [--connections 64] [--profile] [--json FILE]
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -44,6 +49,7 @@ const { values: flags } = parseArgs({
     warmup: { type: 'string', default: '1' },
     'initial-warmup': { type: 'string', default: '3' },
     connections: { type: 'string', default: '64' },
+    profile: { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
@@ -175,6 +181,80 @@ const sample = execFileSync('tail', ['-n1', path.join(sluices.combined.dir, 'acc
   encoding: 'utf8',
 }).trim();
 for (const v of VARIANTS) await sluices[v].stop();
+
+// ---- optional: where the CPU goes (V8 CPU profile per variant) -----------------------------------------
+
+/** Busy CPU of a .cpuprofile (idle and "(program)" left out) and the part in frames matching `re` or below. */
+function profileShare(file: string, re: RegExp): { busyS: number; inS: number } {
+  interface Node {
+    id: number;
+    callFrame: { functionName: string; url: string };
+    children?: number[];
+  }
+  const prof = JSON.parse(readFileSync(file, 'utf8')) as {
+    nodes: Node[];
+    samples: number[];
+    timeDeltas: number[];
+  };
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const memo = new Map<number, boolean>();
+  const inside = (id: number): boolean => {
+    let v = memo.get(id);
+    if (v === undefined) {
+      const up = parent.get(id);
+      v = re.test((byId.get(id) as Node).callFrame.url) || (up !== undefined && inside(up));
+      memo.set(id, v);
+    }
+    return v;
+  };
+  let busy = 0;
+  let hit = 0;
+  for (let i = 0; i < prof.samples.length; i++) {
+    const id = prof.samples[i];
+    const fn = (byId.get(id) as Node).callFrame.functionName;
+    if (fn === '(idle)' || fn === '(program)') continue;
+    const dt = prof.timeDeltas[i + 1] ?? 0;
+    busy += dt;
+    if (inside(id)) hit += dt;
+  }
+  return { busyS: busy / 1e6, inS: hit / 1e6 };
+}
+
+const FRAMES: Partial<Record<Variant, { re: RegExp; what: string }>> = {
+  shaped: { re: /\/src\/proxy\/shape\.ts$/, what: 'src/proxy/shape.ts (header edits, rewrite)' },
+  json: { re: /\/src\/observability\/log-format\.ts$/, what: 'src/observability/log-format.ts (the line)' },
+  combined: {
+    re: /\/src\/observability\/log-format\.ts$/,
+    what: 'src/observability/log-format.ts (the line)',
+  },
+};
+const profiles: { variant: Variant; requests: number; busyS: number; inS: number; what: string }[] = [];
+if (flags.profile) {
+  for (const v of ['shaped', 'json', 'combined'] as const) {
+    const dir = path.join(tmp, `prof-${v}`);
+    const s = await startSluiceWith(
+      tmp,
+      `prof-${v}`,
+      (port, adminPort) => yaml(v, port, adminPort, upstream.url, dir),
+      { readyPath: PATH[v], env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` } },
+    );
+    let requests = 0;
+    for (const secs of [initialWarmup, duration])
+      if (secs > 0) requests += (await wrk(`${s.url}${PATH[v]}`, connections, secs, wrkLog)).requests;
+    await s.stop(); // SIGTERM: sluice exits normally and Node writes the profile
+    const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+    if (!file) throw new Error(`no CPU profile written for ${v} (${s.proc.exitInfo})`);
+    const f = FRAMES[v] as { re: RegExp; what: string };
+    const { busyS, inS } = profileShare(path.join(dir, file), f.re);
+    profiles.push({ variant: v, requests, busyS, inS, what: f.what });
+    log(
+      `profile ${v}: ${fmtInt(requests)} requests, ${busyS.toFixed(2)} s busy, ${(inS * 1000).toFixed(0)} ms ` +
+        `(${((inS / busyS) * 100).toFixed(2)} %) in ${f.what}, ${((inS * 1e6) / requests).toFixed(2)} µs/req`,
+    );
+  }
+}
 await upstream.proc.stop();
 log(`load average ${loadavg()}`);
 
@@ -245,6 +325,27 @@ console.log(
     `Check: json log ${fmtInt(lines.json)} lines for ${fmtInt(sent.json)} wrk requests, combined ` +
       `${fmtInt(lines.combined)} for ${fmtInt(sent.combined)} (+ readiness probes). A combined line: ${sample}`,
     '',
+    ...(profiles.length
+      ? [
+          `CPU profile (\`--profile\`: one fresh sluice per variant under \`node --cpu-prof\`, ${initialWarmup} + ` +
+            `${duration} s of wrk): busy CPU in the named code and whatever it calls.`,
+          '',
+          mdTable(
+            ['sluice', 'requests', 'busy CPU', 'code', 'in it', 'share', 'per request'],
+            profiles.map((p) => [
+              LABEL[p.variant],
+              fmtInt(p.requests),
+              `${p.busyS.toFixed(2)} s`,
+              p.what,
+              `${(p.inS * 1000).toFixed(0)} ms`,
+              `${((p.inS / p.busyS) * 100).toFixed(2)} %`,
+              `${((p.inS * 1e6) / p.requests).toFixed(2)} µs`,
+            ]),
+            ['l', 'r', 'r', 'l', 'r', 'r', 'r'],
+          ),
+          '',
+        ]
+      : []),
     `Command: \`${['npx node bench/macro/shaping.ts', ...process.argv.slice(2)].join(' ')}\``,
     '',
   ].join('\n'),
@@ -253,7 +354,7 @@ if (flags.json) {
   const settings = { rounds, duration, warmup, initialWarmup, connections, clkTck: CLK_TCK };
   writeFileSync(
     flags.json,
-    `${JSON.stringify({ machine, settings, summary, lines, sent, runs }, null, 2)}\n`,
+    `${JSON.stringify({ machine, settings, summary, lines, sent, runs, profiles }, null, 2)}\n`,
   );
   log(`wrote ${flags.json}`);
 }
