@@ -66,12 +66,14 @@ export interface Sluice {
    * and tells live views either way. `trigger` says why (SIGHUP, watch, POST /api/reload).
    */
   reloadFromFile(trigger: string): ReloadResult;
+  /** Reopens the access-log file by its path (SIGUSR1, for logrotate). */
+  reopenLogs(): void;
   close(graceMs?: number): Promise<void>;
 }
 
 export async function startSluice(config: EffectiveConfig, options: SluiceOptions = {}): Promise<Sluice> {
   const logger = options.logger ?? silentLogger;
-  const accessLog = options.accessLog ?? createAccessLog(config.accessLog);
+  const accessLog = options.accessLog ?? createAccessLog(config.accessLog, config.accessLogFormat);
   const inflight = { gateway: undefined as Gateway | undefined };
   // With workers, the instance's gauges are this process's plus each worker's last snapshot.
   let pool: WorkerPool | undefined;
@@ -347,6 +349,11 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     reload: (next) => reload(next),
     reloadFailed: (error) => reloadFailed(error),
     reloadFromFile,
+    reopenLogs: () => {
+      accessLog.reopen?.();
+      pool?.broadcast({ type: 'reopen-logs' });
+      logger.info({ file: config.accessLog }, 'access log reopened (SIGUSR1)');
+    },
     async close(graceMs) {
       draining = true;
       watcher?.close();

@@ -17,6 +17,7 @@ import { type AccessLogEntry, answeredEntry } from '../observability/access-log.
 import { pickEncoding } from '../proxy/compress.ts';
 import { VIA } from '../proxy/headers.ts';
 import type { RouteRuntime } from '../proxy/route-runtime.ts';
+import { shapeResponse } from '../proxy/shape.ts';
 import type { ResponseTap } from '../proxy/tap.ts';
 import {
   afterNotModified,
@@ -126,18 +127,20 @@ function gatewayHeaders(requestId: string, startedAt: number): string[] {
 
 /** Writes a stored response to a client: 304 when its conditional request is satisfied. */
 function sendStored(
-  res: ServerResponse,
+  r: CacheRequest,
   e: StoredResponse,
   reqHeaders: HeaderObject,
   method: string,
   gateway: readonly string[],
   cacheStatus: string,
 ): { status: number; bytes: number } {
+  const res = r.res;
   const age = String(Math.max(0, Math.floor(e.policy.policy.age())));
   if (e.status === 200 && notModified(reqHeaders, e.headers)) {
     const headers: string[] = [];
     for (const k of NOT_MODIFIED_HEADERS) if (e.headers[k] !== undefined) headers.push(k, e.headers[k]);
     headers.push('age', age, ...gateway, 'cache-status', cacheStatus);
+    shapeResponse(headers, r.rt, r.req, r.requestId, r.req.socket?.remoteAddress);
     res.writeHead(304, headers);
     res.end();
     return { status: 304, bytes: 0 };
@@ -145,6 +148,9 @@ function sendStored(
   const headers: string[] = [];
   for (const k in e.headers) if (k !== 'content-length') headers.push(k, e.headers[k]);
   headers.push('content-length', String(e.bodySize), 'age', age, ...gateway, 'cache-status', cacheStatus);
+  // The route's response edits (SPEC §13) apply to served copies as to proxied responses: the store
+  // keeps the upstream's headers, so per-request values are this request's.
+  shapeResponse(headers, r.rt, r.req, r.requestId, r.req.socket?.remoteAddress);
   res.writeHead(e.status, headers);
   if (method === 'HEAD') {
     res.end();
@@ -316,7 +322,7 @@ export class ResponseCache {
     outcome: 'cache_hit' | 'stale',
   ): void {
     const sent = sendStored(
-      r.res,
+      r,
       e,
       reqHeaders,
       r.req.method ?? 'GET',
@@ -565,7 +571,7 @@ class CacheTap implements ResponseTap {
     const r = this.#r;
     this.cacheStatus = cacheStatus;
     this.answeredOutcome = outcome;
-    const sent = sendStored(r.res, e, this.#reqHeaders, r.req.method ?? 'GET', gateway, cacheStatus);
+    const sent = sendStored(r, e, this.#reqHeaders, r.req.method ?? 'GET', gateway, cacheStatus);
     this.answeredStatus = sent.status;
     this.answeredBytes = sent.bytes;
     return true;
@@ -736,7 +742,7 @@ class Fill {
     this.#cache.count(r.rt.name, 'stale');
     const cacheStatus = `${NAME}; hit; detail=stale-if-error`;
     const gateway = gatewayHeaders(r.requestId, r.startedAt);
-    const sent = sendStored(r.res, stale, w.reqHeaders, r.req.method ?? 'GET', gateway, cacheStatus);
+    const sent = sendStored(r, stale, w.reqHeaders, r.req.method ?? 'GET', gateway, cacheStatus);
     r.log(logEntry(r, sent.status, 'stale', cacheStatus, sent.bytes, err));
     return true;
   }
@@ -751,6 +757,7 @@ class Fill {
     const headers: string[] = [];
     for (const k in head.headers) headers.push(k, head.headers[k]);
     headers.push(...gatewayHeaders(r.requestId, r.startedAt), 'cache-status', `${NAME}; fwd=miss; collapsed`);
+    shapeResponse(headers, r.rt, r.req, r.requestId, r.req.socket?.remoteAddress);
     w.status = head.status;
     r.res.writeHead(head.status, headers);
     for (const c of this.#chunks) this.#write(w, c);

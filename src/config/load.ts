@@ -27,6 +27,7 @@ import {
   configSchema,
   TARGET_PATTERN,
 } from './schema.ts';
+import { RESERVED_VARIABLES } from './shape-config.ts';
 import { DURATION_PATTERN, durationProblem, SIZE_PATTERN, sizeProblem } from './units.ts';
 
 export { ConfigError, type ConfigIssue } from './errors.ts';
@@ -99,13 +100,16 @@ export function loadConfigText(
   }
 
   const issues: ConfigIssue[] = [];
-  // ${VAR} and ${VAR:-default} in any scalar string, resolved in place so line numbers survive.
+  // ${VAR} and ${VAR:-default} in any scalar string, resolved in place so line numbers survive. The
+  // reserved names of header values (${client_ip}, ${request_id}, ${host}, ${route}) are left for
+  // the gateway to fill in per request (SPEC §13).
   visit(doc, {
     Scalar(_key, node, path) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return;
       node.value = node.value.replace(
         /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g,
-        (_m, v: string, def?: string) => {
+        (m, v: string, def?: string) => {
+          if (def === undefined && RESERVED_VARIABLES.includes(v)) return m;
           const value = env[v];
           if (value !== undefined && value !== '') return value;
           if (def !== undefined) return def;
@@ -190,7 +194,8 @@ function fileIssues(config: EffectiveConfig, ctx: IssueContext): ConfigIssue[] {
   const dest = config.accessLog;
   if (dest !== 'stdout' && dest !== 'stderr' && dest !== 'off') {
     const why = writableFileProblem(dest);
-    if (why) out.push({ path: 'access_log', line: ctx.line?.(['access_log']), message: why });
+    const where = typeof ctx.value(['access_log']) === 'object' ? ['access_log', 'path'] : ['access_log'];
+    if (why) out.push({ path: where.join('.'), line: ctx.line?.(where), message: why });
   }
   // The job store is opened (its directory created) when a route uses async.
   const store = /^sqlite:([^?]*)/.exec(config.store)?.[1];
@@ -224,10 +229,11 @@ function startRefusals(raw: unknown, ctx: IssueContext): ConfigIssue[] {
   const store = str(['store']) ?? '';
   const redisProblem = /^rediss?:\/\//.test(store) ? redisStoreProblem(store) : undefined;
   if (redisProblem) out.push({ path: 'store', line: ctx.line?.(['store']), message: redisProblem });
-  const dest = str(['access_log']);
+  const logAt = str(['access_log']) !== undefined ? ['access_log'] : ['access_log', 'path'];
+  const dest = str(logAt);
   if (dest !== undefined && dest !== 'stdout' && dest !== 'stderr' && dest !== 'off') {
     const why = writableFileProblem(dest);
-    if (why) out.push({ path: 'access_log', line: ctx.line?.(['access_log']), message: why });
+    if (why) out.push({ path: logAt.join('.'), line: ctx.line?.(logAt), message: why });
   }
   return out;
 }

@@ -7,10 +7,12 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { redisStoreProblem } from '../jobs/redis-job-store.ts';
+import { logFormatProblem } from '../observability/log-format.ts';
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import type { LintCode } from './lint-codes.ts';
 import type { ConfigFile, TimeoutsInput } from './schema.ts';
+import { checkHeaders, type EffectiveShape, resolveShape, type ShapeLayer } from './shape-config.ts';
 
 /** Milliseconds per phase; 0 disables that phase's timeout. */
 export interface Timeouts {
@@ -118,6 +120,8 @@ export interface EffectiveRoute {
   readonly websocket?: { readonly idle: number };
   /** Response compression, when on (the route's `compress`, else `defaults.compress`). */
   readonly compress?: CompressConfig;
+  /** Header edits, Host and path rewrite (SPEC §13), when the route has any. */
+  readonly shape?: EffectiveShape;
 }
 
 export interface CacheConfig {
@@ -176,7 +180,10 @@ export interface EffectiveConfig {
   readonly listen: ListenAddress;
   readonly listeners: readonly Listener[];
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined };
+  /** stdout, stderr, off or a file path. */
   readonly accessLog: string;
+  /** json, combined, or an nginx-style template (SPEC §13). */
+  readonly accessLogFormat: string;
   readonly shutdownTimeout: number;
   /** Processes serving the listener (`auto` resolved to the number of cores). */
   readonly workers: number;
@@ -332,6 +339,20 @@ export function resolveConfig(
     });
   }
 
+  // Shaping (SPEC §13): header names checked once per layer, merged per route below.
+  const defaultsLayer: ShapeLayer = {
+    path: ['defaults'],
+    headers: file.defaults.headers,
+    host: file.defaults.host,
+  };
+  checkHeaders(defaultsLayer, issues, lineOf);
+  const upstreamLayers = new Map<string, ShapeLayer>();
+  for (const [name, u] of Object.entries(file.upstreams)) {
+    const layer: ShapeLayer = { path: ['upstreams', name], headers: u.headers, host: u.host };
+    checkHeaders(layer, issues, lineOf);
+    upstreamLayers.set(name, layer);
+  }
+
   const seen = new Set<string>();
   const routes = file.routes.map((r, i) => {
     if (seen.has(r.name)) {
@@ -352,6 +373,18 @@ export function resolveConfig(
       });
     }
     const prefix = r.match.path.replace(/\/+$/, '');
+    const routeLayer: ShapeLayer = { path: ['routes', i], headers: r.headers, host: r.host };
+    checkHeaders(routeLayer, issues, lineOf);
+    const shape = resolveShape(
+      [
+        defaultsLayer,
+        ...(upstreamLayers.has(r.upstream) ? [upstreamLayers.get(r.upstream) as ShapeLayer] : []),
+        routeLayer,
+      ],
+      { rewrite: r.rewrite, stripPrefix: r.strip_prefix, path: ['routes', i] },
+      issues,
+      lineOf,
+    );
     return Object.freeze({
       name: r.name,
       match: Object.freeze({
@@ -394,6 +427,7 @@ export function resolveConfig(
             idle: r.timeouts?.idle ?? u?.timeouts?.idle ?? file.defaults.timeouts.idle ?? 300_000,
           })
         : undefined,
+      shape,
     } satisfies EffectiveRoute);
   });
   const routeNames = new Set(file.routes.map((r) => r.name));
@@ -458,13 +492,21 @@ export function resolveConfig(
       message: 'is an alias of chain.client, which is set to another value: keep only chain.client',
     });
   }
+  const accessLog =
+    typeof file.access_log === 'string' ? { path: file.access_log, format: 'json' } : file.access_log;
+  const formatProblem = logFormatProblem(accessLog.format);
+  if (formatProblem) {
+    const where = typeof file.access_log === 'string' ? ['access_log'] : ['access_log', 'format'];
+    issues.push({ path: where.join('.'), line: lineOf(where), message: formatProblem });
+  }
   if (issues.length > 0) throw new ConfigError('', issues);
 
   return Object.freeze({
     listen: listeners[0].address,
     listeners,
     admin: Object.freeze({ listen: admin, token: file.admin.token || undefined }),
-    accessLog: file.access_log,
+    accessLog: accessLog.path,
+    accessLogFormat: accessLog.format,
     shutdownTimeout: file.shutdown_timeout,
     workers: file.workers === 'auto' ? availableParallelism() : file.workers,
     cacheSize: file.cache_size,

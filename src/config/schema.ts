@@ -142,6 +142,60 @@ const circuit = z.strictObject({
     .meta({ description: 'Probe requests admitted while half-open.' }),
 });
 
+// ---- shaping (SPEC §13) -------------------------------------------------------------------------
+const headerValue = z.string().meta({
+  description:
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the literal ${…} syntax being documented
+    'Header value; ${client_ip}, ${request_id}, ${host} and ${route} are filled in per request, any other ${NAME} from the environment at load.',
+});
+const headerEdits = z.strictObject({
+  set: z.record(z.string(), headerValue).optional().meta({
+    description: 'Headers to set: any value already there (from the client or the upstream) is replaced.',
+  }),
+  add: z
+    .record(z.string(), z.union([headerValue, z.array(headerValue)]))
+    .optional()
+    .meta({ description: 'Headers to add beside any already there (a list adds several).' }),
+  remove: z.array(z.string()).optional().meta({ description: 'Header names to remove.' }),
+});
+const headers = z
+  .strictObject({
+    request: headerEdits.optional().meta({ description: 'Edits of the request sent upstream.' }),
+    response: headerEdits.optional().meta({
+      description:
+        "Edits of the upstream's response sent to the client (not of the gateway's own problem responses).",
+    }),
+  })
+  .meta({
+    description:
+      'Header edits (SPEC §13), merged per header name over route > upstream > defaults (the most specific layer that names a header decides it; within it, remove applies after set and add). Hop-by-hop and framing headers cannot be edited; Host has its own option. See docs/shaping.md.',
+  });
+const hostMode = z.string().meta({
+  description:
+    "Host sent upstream: keep (the client's, default), upstream (the chosen target's own host:port, for virtual-hosted backends) or a host name. X-Forwarded-Host keeps the client's.",
+});
+const rewrite = z
+  .union([
+    z.strictObject({
+      prefix: z.string().startsWith('/', 'a prefix starts with "/"').meta({
+        description: "Replaces the route's matched path prefix (`/` drops it, like strip_prefix).",
+      }),
+    }),
+    z.strictObject({
+      regex: z.string().meta({
+        description: 'JavaScript regular expression matched against the normalised path (query excluded).',
+      }),
+      to: z
+        .string()
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the literal ${1} syntax being documented
+        .meta({ description: 'Replacement of the matched part; $1 or ${1} for groups, $$ for a $.' }),
+    }),
+  ])
+  .meta({
+    description:
+      'Path rewrite before forwarding: { prefix: NEW } or { regex, to }. The result is normalised again; one holding a dot segment or an encoded "/" is refused with 400. Not with strip_prefix.',
+  });
+
 const upstream = z.strictObject({
   targets: z
     .array(z.union([target, weightedTarget]))
@@ -183,6 +237,8 @@ const upstream = z.strictObject({
     })
     .optional()
     .meta({ description: 'TLS towards https:// targets. Verification is on by default.' }),
+  headers: headers.optional(),
+  host: hostMode.optional(),
 });
 
 const lint = z
@@ -334,6 +390,9 @@ const route = z.strictObject({
         'RFC 9111 shared cache for GET and HEAD, with stale-while-revalidate, stale-if-error and coalescing of concurrent misses.',
     }),
   compress: compress.optional(),
+  headers: headers.optional(),
+  host: hostMode.optional(),
+  rewrite: rewrite.optional(),
 });
 
 const client = z
@@ -399,9 +458,21 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   access_log: z
-    .string()
+    .union([
+      z.string(),
+      z.strictObject({
+        path: z.string().default('stdout').meta({ description: 'stdout, stderr, off, or a file path.' }),
+        format: z.string().default('json').meta({
+          description:
+            "json (default), combined (nginx's), or a template of nginx-style $variables (docs/shaping.md#access-log-formats).",
+        }),
+      }),
+    ])
     .default('stdout')
-    .meta({ description: 'Where the JSON access log goes: stdout, stderr, off, or a file path.' }),
+    .meta({
+      description:
+        'Where the access log goes: stdout, stderr, off, or a file path (JSON lines); or { path, format: json | combined | TEMPLATE }. SIGUSR1 reopens the file (logrotate).',
+    }),
   watch: z.boolean().default(true).meta({
     description:
       'Reload the config file when it changes (debounced; editors that save by renaming are followed). A valid file applies to new requests, in-flight ones keep theirs; an invalid one is refused with file:line and the running config stays. Default true.',
@@ -421,6 +492,8 @@ export const configSchema = z.strictObject({
         'Alias of chain.client (the timeout of whatever sits right in front of Sluice); prefer chain.client.',
       ).optional(),
       compress: compress.optional(),
+      headers: headers.optional(),
+      host: hostMode.optional(),
     })
     .prefault({}),
   chain: z

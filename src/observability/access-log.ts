@@ -3,8 +3,12 @@
  * (BatchedLineWriter below) to stdout, stderr or a file.
  */
 import fs from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
 import type { Outcome, Phase } from '../errors.ts';
+import { compileLogFormat, REQUEST_OF } from './log-format.ts';
+
+export { REQUEST_OF } from './log-format.ts';
 
 export interface AccessLogEntry {
   time: string;
@@ -55,12 +59,16 @@ export interface AccessLogEntry {
   cache?: string;
   /** The Content-Encoding Sluice gave the response (compress), when it did; `bytes_out` counts the body before it. */
   encoding?: string;
+  /** The request itself, for text formats (`$http_user_agent`…); a symbol key, never in the JSON line. */
+  [REQUEST_OF]?: IncomingMessage;
 }
 
 export interface AccessLog {
   write(entry: AccessLogEntry): void;
   /** Flushes buffered lines; call before exit. */
   flush(): void;
+  /** Reopens a log file by its path (SIGUSR1, after logrotate renamed it); no-op for stdout/stderr. */
+  reopen?(): void;
 }
 
 export const nullAccessLog: AccessLog = { write() {}, flush() {} };
@@ -73,8 +81,11 @@ export const nullAccessLog: AccessLog = { write() {}, flush() {} };
  * drops lines and counts them rather than growing without bound or blocking requests.
  */
 export class BatchedLineWriter {
-  readonly #fd: number;
+  #fd: number;
   readonly #ownsFd: boolean;
+  /** The file to open again on reopen() (undefined for stdout/stderr). */
+  readonly #path: string | undefined;
+  #reopenWanted = false;
   #pending: string[] = [];
   #pendingChars = 0;
   #writing = false;
@@ -84,9 +95,10 @@ export class BatchedLineWriter {
   dropped = 0;
   #reported = 0;
 
-  constructor(fd: number, ownsFd: boolean) {
+  constructor(fd: number, ownsFd: boolean, file?: string) {
     this.#fd = fd;
     this.#ownsFd = ownsFd;
+    this.#path = file;
     this.#timer = setInterval(() => {
       this.#flushAsync();
       if (this.dropped > this.#reported) {
@@ -118,8 +130,50 @@ export class BatchedLineWriter {
     return data;
   }
 
+  /**
+   * Opens the file again by its path (logrotate renamed it): lines written so far, and those pending,
+   * go to the old file (the renamed one), every later line to the new one. A write in progress
+   * finishes on the old file first.
+   */
+  reopen(): void {
+    if (this.#path === undefined || this.#closed) return;
+    this.#reopenWanted = true;
+    if (!this.#writing) this.#swap();
+  }
+
+  #swap(): void {
+    this.#reopenWanted = false;
+    const data = this.#take();
+    if (data !== undefined) this.#writeAllSync(data);
+    let fd: number;
+    try {
+      fs.mkdirSync(path.dirname(this.#path as string), { recursive: true });
+      fd = fs.openSync(this.#path as string, 'a');
+    } catch (err) {
+      process.stderr.write(
+        `${JSON.stringify({ level: 50, time: new Date().toISOString(), file: this.#path, error: (err as Error).message, msg: 'access log could not be reopened; writing on to the old file' })}\n`,
+      );
+      return;
+    }
+    const old = this.#fd;
+    this.#fd = fd;
+    if (this.#ownsFd) fs.closeSync(old);
+  }
+
+  #writeAllSync(data: Buffer): void {
+    let off = 0;
+    while (off < data.length) {
+      try {
+        off += fs.writeSync(this.#fd, data, off);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') break;
+      }
+    }
+  }
+
   #flushAsync(): void {
     if (this.#writing || this.#closed) return;
+    if (this.#reopenWanted) this.#swap();
     const data = this.#take();
     if (data !== undefined) this.#send(data, 0);
   }
@@ -134,10 +188,12 @@ export class BatchedLineWriter {
           return;
         }
         this.#writing = false;
+        if (this.#reopenWanted) this.#swap();
         return; // The log target is gone (disk, pipe): keep serving; lines of this batch are lost.
       }
       if (offset + written < data.length) return this.#send(data, offset + written);
       this.#writing = false;
+      if (this.#reopenWanted) this.#swap();
       if (this.#pendingChars >= 64 * 1024) this.#flushAsync();
     });
   }
@@ -146,16 +202,7 @@ export class BatchedLineWriter {
   flushSync(): void {
     clearInterval(this.#timer);
     const data = this.#take();
-    if (data !== undefined) {
-      let off = 0;
-      while (off < data.length) {
-        try {
-          off += fs.writeSync(this.#fd, data, off);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') break;
-        }
-      }
-    }
+    if (data !== undefined) this.#writeAllSync(data);
   }
 
   close(): void {
@@ -165,22 +212,29 @@ export class BatchedLineWriter {
   }
 }
 
-/** `dest`: 'stdout' | 'stderr' | 'off' | a file path (created with its directory, appended to). */
-export function createAccessLog(dest: string): AccessLog {
+/**
+ * `dest`: 'stdout' | 'stderr' | 'off' | a file path (created with its directory, appended to);
+ * `format`: json | combined | an nginx-style template (log-format.ts), checked at config load.
+ */
+export function createAccessLog(dest: string, format = 'json'): AccessLog {
   if (dest === 'off') return nullAccessLog;
   let writer: BatchedLineWriter;
   if (dest === 'stdout' || dest === 'stderr')
     writer = new BatchedLineWriter(dest === 'stdout' ? 1 : 2, false);
   else {
     fs.mkdirSync(path.dirname(dest), { recursive: true });
-    writer = new BatchedLineWriter(fs.openSync(dest, 'a'), true);
+    writer = new BatchedLineWriter(fs.openSync(dest, 'a'), true, dest);
   }
+  const line = compileLogFormat(format);
   return {
     write(entry) {
-      writer.write(`${JSON.stringify(entry)}\n`);
+      writer.write(line(entry));
     },
     flush() {
       writer.flushSync();
+    },
+    reopen() {
+      writer.reopen();
     },
   };
 }
@@ -226,6 +280,8 @@ export interface AnsweredRequest {
   /** performance.now() when the request arrived. */
   readonly startedAt: number;
   readonly client: string | undefined;
+  /** The request, for text log formats ($http_NAME). */
+  readonly req?: IncomingMessage;
   readonly route?: string | null;
   readonly upstream?: string | null;
   /** The route's total budget (ms), 0 when none. */
@@ -263,5 +319,6 @@ export function answeredEntry(
     ttfb: null,
     total: Math.round((performance.now() - r.startedAt) * 100) / 100,
     budget_ms: r.budgetMs ?? 0,
+    [REQUEST_OF]: r.req,
   };
 }

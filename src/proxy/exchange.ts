@@ -25,7 +25,7 @@ import { acceptedResponse, isSafeToRepeat, type ResultSink, resultSink } from '.
 import { callbackFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
 import { jobErrorFrom } from '../jobs/job-view.ts';
-import { type AccessLogEntry, isoNow } from '../observability/access-log.ts';
+import { type AccessLogEntry, isoNow, REQUEST_OF } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
 import type { JobsHost } from '../server/jobs-host.ts';
 import type { Admission, ConnectTimings, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
@@ -39,6 +39,7 @@ import {
 } from './compress.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
+import { setHost, shapeResponse, targetHost } from './shape.ts';
 import type { ResponseTap } from './tap.ts';
 
 const QUEUED = 0; // waiting for a concurrency slot or a retry's backoff
@@ -373,10 +374,15 @@ export class Exchange {
     // this call (SPEC §3): the job's async.timeout once the call is to outlive the client's wait, else
     // what is left of total, or ttfb when that fires first; per_try caps both.
     const end = this.#callEnd(t);
+    const hostUpstream = this.rt.shape.host.kind === 'upstream';
     const headers =
-      this.attempts === 1 && end === Number.POSITIVE_INFINITY ? this.#headers : this.#headers.slice();
+      this.attempts === 1 && end === Number.POSITIVE_INFINITY && !hostUpstream
+        ? this.#headers
+        : this.#headers.slice();
     if (end !== Number.POSITIVE_INFINITY)
       headers.push('x-timeout-ms', String(Math.max(1, Math.floor(end - t))));
+    // host: upstream (SPEC §13): each try sends its own target's host:port.
+    if (hostUpstream) setHost(headers, targetHost(target.origin));
     target.inflight++;
     const attempt = new Attempt(this);
     this.#attempt = attempt;
@@ -538,6 +544,8 @@ export class Exchange {
       return true;
     }
     headers.push('via', viaValue, 'x-request-id', this.requestId, 'server-timing', timing);
+    // Shaping (SPEC §13): the route's response edits, after the gateway's own headers.
+    shapeResponse(headers, this.rt, this.req, this.requestId, this.client);
     try {
       // HTTP/2 has no reason phrase.
       const reason = this.req.httpVersionMajor === 2 ? undefined : statusText || undefined;
@@ -1122,6 +1130,7 @@ export class Exchange {
         encoding: this.#encoding,
         upstream_timing:
           this.upstreamTiming === undefined ? undefined : parseServerTiming(this.upstreamTiming),
+        [REQUEST_OF]: this.req,
       },
       this,
     );

@@ -6,6 +6,7 @@ import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolv
 import { buildRouteTable, type RouteMatcher } from '../routing/route-table.ts';
 import type { RetryBudget } from '../upstream/retry-budget.ts';
 import { Upstream, type UpstreamEvent } from '../upstream/upstream.ts';
+import { blockListOf, compileShape, type Shape } from './shape.ts';
 
 export interface RouteRuntime {
   readonly name: string;
@@ -25,6 +26,8 @@ export interface RouteRuntime {
    * a 202's Retry-After, p5 the load shedding of requests whose budget is already too short.
    */
   readonly recent: { p50: number; p5: number };
+  /** Header edits, Host and rewrite (SPEC §13), compiled; PLAIN_SHAPE when the route has none. */
+  readonly shape: Shape;
 }
 
 export interface Runtime {
@@ -51,6 +54,7 @@ export function buildRuntime(
     const same = old !== undefined && JSON.stringify(old.config) === JSON.stringify(u);
     upstreams.set(u.name, same ? old : new Upstream(u, { connectBackstopMs: connectBackstop, onEvent }));
   }
+  const trusted = blockListOf(config.client.trusted_proxies);
   const routes = config.routes.map(
     (route): RouteRuntime => ({
       name: route.name,
@@ -68,6 +72,7 @@ export function buildRuntime(
         ? (upstreams.get(route.upstream) as Upstream).retryBudgetFor(route.name, route.retry.budget)
         : undefined,
       recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0, p5: 0 },
+      shape: compileShape(route.shape, route.match.path, trusted),
     }),
   );
   return { config, routes, upstreams, table: buildRouteTable(routes) };

@@ -31,6 +31,7 @@ import { type Logger, silentLogger } from '../observability/logger.ts';
 import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
 import { filterRequestHeaders, VIA } from '../proxy/headers.ts';
 import { buildRuntime, type RouteRuntime, type Runtime } from '../proxy/route-runtime.ts';
+import { rewriteRefusal, shapeRequest, upstreamPathOf } from '../proxy/shape.ts';
 import type { ResponseTap } from '../proxy/tap.ts';
 import { answerRaw, tunnel } from '../proxy/tunnel.ts';
 import { parseTarget } from '../routing/normalize.ts';
@@ -84,6 +85,7 @@ function answered(
     requestId,
     startedAt,
     client: req.socket?.remoteAddress,
+    req,
     route: rt?.name ?? null,
     upstream: rt?.upstream.name ?? null,
     budgetMs: rt?.timeouts.total ?? 0,
@@ -525,13 +527,24 @@ export class Gateway implements ExchangeHost {
       }
     }
 
-    const headers = this.#forwardingHeaders(req, filtered, requestId);
+    const upstreamPath = upstreamPathOf(rt, target.path);
+    if (upstreamPath === undefined) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('bad-request', { detail: rewriteRefusal(rt, target.path), route: rt.name }),
+        logPath,
+        rt,
+      );
+    }
+    const headers = this.#forwardingHeaders(req, filtered, requestId, rt);
 
     // Expect: 100-continue is answered here, once the request passed every check (a 413 never
     // invites the body); the upstream never sees Expect (undici does not support it).
     if (expectsContinue) res.writeContinue();
-    const stripped = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
-    const path = (stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`) + target.query;
+    const path = upstreamPath + target.query;
     // HTTP/2 frames a body without Content-Length or chunking: there is one unless the HEADERS frame
     // ended the stream.
     const hasBody =
@@ -578,11 +591,15 @@ export class Gateway implements ExchangeHost {
     });
   }
 
-  /** The request headers as forwarded: X-Forwarded-* (kept only from trusted proxies), Via, X-Request-Id. */
+  /**
+   * The request headers as forwarded: X-Forwarded-* (kept only from trusted proxies), Via,
+   * X-Request-Id, then the route's header edits and Host (SPEC §13).
+   */
   #forwardingHeaders(
     req: IncomingMessage,
     filtered: ReturnType<typeof filterRequestHeaders>,
     requestId: string,
+    rt: RouteRuntime,
   ): string[] {
     const headers = filtered.headers;
     const addr = clientAddress(req.socket);
@@ -603,6 +620,8 @@ export class Gateway implements ExchangeHost {
       'x-request-id',
       requestId,
     );
+    // Shaping (SPEC §13): the route's edits and Host, after the gateway's own headers.
+    shapeRequest(headers, rt, req, requestId);
     return headers;
   }
 
@@ -651,8 +670,14 @@ export class Gateway implements ExchangeHost {
         rt,
         logPath,
       );
-    const stripped = rt.stripLength > 0 ? target.path.slice(rt.stripLength) || '/' : target.path;
-    const path = (stripped.charCodeAt(0) === 47 ? stripped : `/${stripped}`) + target.query;
+    const upstreamPath = upstreamPathOf(rt, target.path);
+    if (upstreamPath === undefined)
+      return refuse(
+        new GatewayError('bad-request', { detail: rewriteRefusal(rt, target.path), route: rt.name }),
+        rt,
+        logPath,
+      );
+    const path = upstreamPath + target.query;
     tunnel({
       rt,
       req,
@@ -662,7 +687,7 @@ export class Gateway implements ExchangeHost {
       startedAt,
       logPath,
       path,
-      headers: this.#forwardingHeaders(req, filtered, requestId),
+      headers: this.#forwardingHeaders(req, filtered, requestId, rt),
       log: (entry) => this.log(entry),
     });
   }
@@ -747,7 +772,7 @@ export class Gateway implements ExchangeHost {
       const lower = headers[i].toLowerCase();
       if (lower !== 'content-length' && lower !== 'host') pairs.push([headers[i], headers[i + 1]]);
     }
-    pairs.push(['host', req.headers.host ?? '']);
+    pairs.push(['host', rt.shape.host.kind === 'name' ? rt.shape.host.name : (req.headers.host ?? '')]);
     const callback = callbackFor(req.headers['callback-url'], cfg.callback);
     try {
       const job = await jobs.store.create({

@@ -85,11 +85,16 @@ export async function run(argv: string[]): Promise<number> {
   process.on('SIGHUP', () =>
     logger.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: sluice proxy has no config file to reload'),
   );
+  // SIGUSR1 reopens an --access-log file (logrotate), as with start; the listener also keeps Node's
+  // inspector from starting on it.
+  let running: Awaited<ReturnType<typeof startSluice>> | undefined;
+  process.on('SIGUSR1', () => running?.reopenLogs());
   const sluice = await startSluice(config, {
     logger,
     admin: values.admin !== undefined,
     source: 'sluice proxy',
   });
+  running = sluice;
   process.stderr.write(
     `sluice proxy: http://${hostPort(config.listen.host, sluice.port)} → ${values.to}` +
       (sluice.adminPort !== undefined

@@ -7,8 +7,22 @@ import type { Logger } from '../../observability/logger.ts';
 
 /** The effective timeouts of every route, as a table (printed by `check` and `start`). */
 export function timeoutTable(config: EffectiveConfig): string {
+  // The path sent upstream, when any route changes it (strip_prefix or rewrite, SPEC §13).
+  const paths = config.routes.some((r) => r.stripPrefix || r.shape?.rewrite);
   const rows = [
-    ['route', 'match', 'upstream', 'connect', 'send', 'ttfb', 'read', 'total', 'max_body', 'async'],
+    [
+      'route',
+      'match',
+      ...(paths ? ['rewrite'] : []),
+      'upstream',
+      'connect',
+      'send',
+      'ttfb',
+      'read',
+      'total',
+      'max_body',
+      'async',
+    ],
   ];
   for (const r of config.routes) {
     const t = r.timeouts;
@@ -16,6 +30,7 @@ export function timeoutTable(config: EffectiveConfig): string {
     rows.push([
       r.name,
       match,
+      ...(paths ? [describeRewrite(r)] : []),
       r.upstream,
       ...[t.connect, t.send, t.ttfb, t.read, t.total].map((ms) => (ms === 0 ? 'off' : formatDuration(ms))),
       formatSize(r.maxBody),
@@ -33,6 +48,14 @@ export function timeoutTable(config: EffectiveConfig): string {
         .trimEnd(),
     )
     .join('\n');
+}
+
+/** What a route does to the path: `/api → /v2`, `^/v1/(.*)$ → /api/$1`, `strip /api`, or `-`. */
+export function describeRewrite(r: EffectiveConfig['routes'][number]): string {
+  const rw = r.shape?.rewrite;
+  if (rw !== undefined)
+    return 'prefix' in rw ? `${r.match.path || '/'} → ${rw.prefix}` : `${rw.regex} → ${rw.to}`;
+  return r.stripPrefix ? `strip ${r.match.path || '/'}` : '-';
 }
 
 /** A route's match as one cell: `GET,POST api.example.com /api x-tenant=acme`. */

@@ -31,6 +31,11 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const file = values.config as string;
+  // SIGUSR1 reopens the access-log file (logrotate). Node starts its inspector on SIGUSR1 unless a
+  // listener is installed (which takes the signal over; --disable-sigusr1 would block it entirely),
+  // so the listener goes in first thing.
+  let sluice: Awaited<ReturnType<typeof startSluice>> | undefined;
+  process.on('SIGUSR1', () => sluice?.reopenLogs());
   const config = loadConfigFile(file);
   const logger = createLogger();
   let demo: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
@@ -40,7 +45,7 @@ export async function run(argv: string[]): Promise<number> {
       throw new UsageError(`start: --with-demo-upstream needs a port, got '${values['with-demo-upstream']}'`);
     demo = await startDemoUpstream({ port });
   }
-  const sluice = await startSluice(config, {
+  sluice = await startSluice(config, {
     logger,
     configFile: resolve(file),
     onConfigLoaded: (next) => logLint(logger, next),

@@ -32,6 +32,8 @@ export type ToWorker =
   | { type: 'purge'; route: string | undefined; path: string | undefined }
   /** Each route's recent p50 and p5 (Retry-After of a 202, budget shedding), once a second. */
   | { type: 'recent'; routes: [string, number, number][] }
+  /** Open the access-log file again by its path (SIGUSR1 to the primary, for logrotate). */
+  | { type: 'reopen-logs' }
   /** Drain for up to graceMs, then exit. */
   | { type: 'shutdown'; graceMs: number };
 

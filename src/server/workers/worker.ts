@@ -46,10 +46,12 @@ export async function runWorker(): Promise<void> {
   // The primary handles SIGHUP (and tells every worker); a terminal's Ctrl-C reaches the whole
   // process group, and the primary's shutdown message does the rest.
   process.on('SIGHUP', () => {});
+  // Also the primary's to handle (it tells every worker); a listener keeps Node's inspector off it.
+  process.on('SIGUSR1', () => {});
   const init = await waitForInit();
   const logger = createLogger().child({ worker: init.index });
   let config: EffectiveConfig = init.config;
-  const accessLog = createAccessLog(config.accessLog);
+  const accessLog = createAccessLog(config.accessLog, config.accessLogFormat);
 
   let batch: AccessLogEntry[] = [];
   const flush = () => {
@@ -118,6 +120,9 @@ export async function runWorker(): Promise<void> {
       case 'reload':
         config = m.config;
         gateway.reload(config);
+        break;
+      case 'reopen-logs':
+        accessLog.reopen?.();
         break;
       case 'purge':
         gateway.cache.store.purge(m.route, m.path);
