@@ -364,9 +364,8 @@ function sendH2(
     let status = 0;
     const rawHeaders: string[] = [];
     const out: http.IncomingHttpHeaders = {};
-    req.on('response', (h, flat) => {
+    req.on('response', (h, _flags, raw: string[]) => {
       status = Number(h[':status']);
-      const raw = flat as unknown as string[];
       for (let i = 0; i < raw.length; i += 2) {
         if (raw[i].startsWith(':')) continue;
         rawHeaders.push(raw[i], raw[i + 1]);
