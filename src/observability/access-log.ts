@@ -59,6 +59,8 @@ export interface AccessLogEntry {
   cache?: string;
   /** The Content-Encoding Sluice gave the response (compress), when it did; `bytes_out` counts the body before it. */
   encoding?: string;
+  /** `HTTP/2.0` for a request that came over HTTP/2; absent for HTTP/1.x. */
+  protocol?: string;
   /** The request itself, for text formats (`$http_user_agent`…); a symbol key, never in the JSON line. */
   [REQUEST_OF]?: IncomingMessage;
 }

@@ -26,6 +26,7 @@ import {
   type AccessLogEntry,
   answeredEntry,
   nullAccessLog,
+  REQUEST_OF,
 } from '../observability/access-log.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
 import { Exchange, type ExchangeHost } from '../proxy/exchange.ts';
@@ -383,6 +384,7 @@ export class Gateway implements ExchangeHost {
 
   /** A line that is not the end of a request in flight (job resource, job ends, refused connections). */
   readonly #record = (entry: AccessLogEntry): void => {
+    if (entry[REQUEST_OF]?.httpVersionMajor === 2) entry.protocol = 'HTTP/2.0';
     this.accessLog.write(entry);
     this.#onRequest?.(entry);
   };

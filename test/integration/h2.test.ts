@@ -133,6 +133,7 @@ describe('HTTP/2 towards clients', () => {
     assert.equal(echo.body_sha256, want);
     const e = await log.next((x) => x.request_id === r.headers['x-request-id']);
     assert.equal(e.bytes_in, body.length);
+    assert.equal(e.protocol, 'HTTP/2.0');
   });
 
   test('a body over max_body in DATA frames (no Content-Length) is 413; a Host that disagrees with :authority is 400', async () => {
