@@ -73,7 +73,8 @@ export interface Sluice {
 
 export async function startSluice(config: EffectiveConfig, options: SluiceOptions = {}): Promise<Sluice> {
   const logger = options.logger ?? silentLogger;
-  const accessLog = options.accessLog ?? createAccessLog(config.accessLog, config.accessLogFormat);
+  const accessLog =
+    options.accessLog ?? createAccessLog(config.accessLog, config.accessLogFormat, config.workers > 1);
   const inflight = { gateway: undefined as Gateway | undefined };
   // With workers, the instance's gauges are this process's plus each worker's last snapshot.
   let pool: WorkerPool | undefined;

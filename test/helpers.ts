@@ -278,6 +278,10 @@ export interface GatewayProcess {
   url(path?: string): string;
   /** What it wrote to stderr so far (operational log lines). */
   stderr(): string;
+  /** What it wrote to stdout so far (the access log, with `accessLog: 'stdout'`). */
+  stdout(): string;
+  /** The stdout pipe (with `accessLog: 'stdout'`): pause it to make the gateway's writes wait. */
+  readonly stdoutPipe: import('node:stream').Readable | null;
   /** Resolves with the exit code (or signal) once the process is gone. */
   readonly exited: Promise<number | string | null>;
   /** Resident memory of the gateway process, KiB: current and peak (VmRSS, VmHWM). */
@@ -286,17 +290,30 @@ export interface GatewayProcess {
 }
 
 /** Runs the real CLI (`sluice start -c FILE`) as a child process with the given YAML. */
-export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
+export async function spawnGateway(
+  yaml: string,
+  opts: { accessLog?: 'stdout' } = {},
+): Promise<GatewayProcess> {
   const { mkdtempSync, writeFileSync, readFileSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
   const { spawn } = await import('node:child_process');
   const dir = mkdtempSync(join(tmpdir(), 'sluice-test-'));
   const file = join(dir, 'sluice.yaml');
-  writeFileSync(file, `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\naccess_log: off\n${yaml}`);
+  const accessLog = opts.accessLog ?? 'off';
+  writeFileSync(
+    file,
+    `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\naccess_log: ${accessLog}\n${yaml}`,
+  );
   const bin = new URL('../bin/sluice.js', import.meta.url).pathname;
-  const child = spawn(process.execPath, [bin, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [bin, 'start', '-c', file], {
+    stdio: ['ignore', opts.accessLog ? 'pipe' : 'ignore', 'pipe'],
+  });
   let stderr = '';
+  let stdout = '';
+  child.stdout?.on('data', (d) => {
+    stdout += d;
+  });
   const exited = new Promise<number | string | null>((resolve) =>
     child.once('exit', (code, signal) => resolve(code ?? signal)),
   );
@@ -320,6 +337,8 @@ export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
     file,
     exited,
     stderr: () => stderr,
+    stdout: () => stdout,
+    stdoutPipe: child.stdout,
     url: (path = '/') => `http://127.0.0.1:${port}${path}`,
     memory() {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');

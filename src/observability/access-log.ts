@@ -93,11 +93,22 @@ export class BatchedLineWriter {
   #writing = false;
   #closed = false;
   readonly #timer: NodeJS.Timeout;
+  /**
+   * Several processes write to this pipe (workers sharing stdout): each write holds whole lines and
+   * at most PIPE_BUF bytes, which the kernel never interleaves with another process's write.
+   */
+  readonly #pipeShared: boolean;
   /** Lines dropped because the backlog was full. */
   dropped = 0;
   #reported = 0;
 
-  constructor(fd: number, ownsFd: boolean, file?: string) {
+  constructor(fd: number, ownsFd: boolean, file?: string, shared = false) {
+    let pipe = false;
+    try {
+      const st = fs.fstatSync(fd);
+      pipe = st.isFIFO() || st.isSocket();
+    } catch {}
+    this.#pipeShared = shared && pipe;
     this.#fd = fd;
     this.#ownsFd = ownsFd;
     this.#path = file;
@@ -126,9 +137,25 @@ export class BatchedLineWriter {
 
   #take(): Buffer | undefined {
     if (this.#pending.length === 0) return undefined;
+    if (this.#pipeShared) return this.#takeAtomic();
     const data = Buffer.from(this.#pending.join(''));
     this.#pending = [];
     this.#pendingChars = 0;
+    return data;
+  }
+  /** Whole lines up to PIPE_BUF (4096) bytes; a longer line goes alone (it cannot be atomic). */
+  #takeAtomic(): Buffer {
+    let bytes = 0;
+    let n = 0;
+    for (const line of this.#pending) {
+      const b = Buffer.byteLength(line);
+      if (n > 0 && bytes + b > 4096) break;
+      bytes += b;
+      n++;
+    }
+    const taken = this.#pending.splice(0, n);
+    const data = Buffer.from(taken.join(''));
+    for (const line of taken) this.#pendingChars -= line.length;
     return data;
   }
 
@@ -196,15 +223,15 @@ export class BatchedLineWriter {
       if (offset + written < data.length) return this.#send(data, offset + written);
       this.#writing = false;
       if (this.#reopenWanted) this.#swap();
-      if (this.#pendingChars >= 64 * 1024) this.#flushAsync();
+      if (this.#pendingChars >= 64 * 1024 || (this.#pipeShared && this.#pending.length > 0))
+        this.#flushAsync();
     });
   }
 
   /** Writes everything pending synchronously (at shutdown). */
   flushSync(): void {
     clearInterval(this.#timer);
-    const data = this.#take();
-    if (data !== undefined) this.#writeAllSync(data);
+    for (let data = this.#take(); data !== undefined; data = this.#take()) this.#writeAllSync(data);
   }
 
   close(): void {
@@ -217,12 +244,13 @@ export class BatchedLineWriter {
 /**
  * `dest`: 'stdout' | 'stderr' | 'off' | a file path (created with its directory, appended to);
  * `format`: json | combined | an nginx-style template (log-format.ts), checked at config load.
+ * `shared`: other processes write to the same stdout/stderr (workers).
  */
-export function createAccessLog(dest: string, format = 'json'): AccessLog {
+export function createAccessLog(dest: string, format = 'json', shared = false): AccessLog {
   if (dest === 'off') return nullAccessLog;
   let writer: BatchedLineWriter;
   if (dest === 'stdout' || dest === 'stderr')
-    writer = new BatchedLineWriter(dest === 'stdout' ? 1 : 2, false);
+    writer = new BatchedLineWriter(dest === 'stdout' ? 1 : 2, false, undefined, shared);
   else {
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     writer = new BatchedLineWriter(fs.openSync(dest, 'a'), true, dest);

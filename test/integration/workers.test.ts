@@ -79,8 +79,12 @@ function metric(text: string, series: string): number {
   return line === undefined ? 0 : Number(line.slice(series.length + 1));
 }
 
-async function gatewayWith(t: TestContext, yaml: string): Promise<GatewayProcess> {
-  const gw = await spawnGateway(yaml);
+async function gatewayWith(
+  t: TestContext,
+  yaml: string,
+  opts: { accessLog?: 'stdout' } = {},
+): Promise<GatewayProcess> {
+  const gw = await spawnGateway(yaml, opts);
   t.after(async () => {
     const pids = workerPids(gw);
     await gw.stop();
@@ -120,6 +124,44 @@ routes: [{ name: r, match: { path: / }, upstream: u }]
     assert.ok(perWorker.filter((n) => n > 0).length >= 2, `served by several processes: ${perWorker}`);
     // One histogram for the instance: its count is every request.
     assert.equal(metric(text, 'sluice_request_duration_seconds_count{route="r"}'), 300);
+  });
+
+  test('every process writes the access log to one stdout pipe: whole lines, never interleaved', async (t) => {
+    const up = await startHttpServer((_req, res) => res.end('ok'));
+    t.after(() => up.close());
+    const gw = await gatewayWith(
+      t,
+      `workers: 3
+upstreams: { u: { targets: ["${up.url}"] } }
+routes: [{ name: r, match: { path: / }, upstream: u }]
+`,
+      { accessLog: 'stdout' },
+    );
+    // Long paths make lines of ~1.5 KiB: a batch of them is well past PIPE_BUF (4 KiB).
+    const path = `/${'x'.repeat(1400)}`;
+    // A reader that stops for a while: the pipe fills, and writes must wait for room.
+    gw.stdoutPipe?.pause();
+    const load = many(gw.port, path, 600, 16);
+    await sleep(1_500);
+    gw.stdoutPipe?.resume();
+    await load;
+    await until(
+      '600 lines',
+      () =>
+        gw
+          .stdout()
+          .split('\n')
+          .filter((l) => l.includes(path)).length >= 600,
+    );
+    const lines = gw
+      .stdout()
+      .split('\n')
+      .filter((l) => l !== '');
+    for (const line of lines) {
+      const e = JSON.parse(line) as { path: string; status: number };
+      assert.equal(e.status, 200);
+    }
+    assert.equal(lines.length, 600);
   });
 
   test('a worker killed with -9 is replaced (logged) while requests keep succeeding', async (t) => {

@@ -51,7 +51,7 @@ export async function runWorker(): Promise<void> {
   const init = await waitForInit();
   const logger = createLogger().child({ worker: init.index });
   let config: EffectiveConfig = init.config;
-  const accessLog = createAccessLog(config.accessLog, config.accessLogFormat);
+  const accessLog = createAccessLog(config.accessLog, config.accessLogFormat, true);
 
   let batch: AccessLogEntry[] = [];
   const flush = () => {
