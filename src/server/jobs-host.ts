@@ -20,6 +20,7 @@ import {
 import { jobErrorFrom } from '../jobs/job-view.ts';
 import { openJobStore } from '../jobs/open-job-store.ts';
 import { type Delivery, QueueWorker } from '../jobs/queue-worker.ts';
+import type { OffloadHost, RunningJob } from '../jobs/running-job.ts';
 import { type AccessLogEntry, isoNow } from '../observability/access-log.ts';
 import type { Logger } from '../observability/logger.ts';
 import { filterResponseHeaders } from '../proxy/headers.ts';
@@ -32,14 +33,6 @@ export interface JobsHostOptions {
   store?: JobStore;
   /** Writes an access-log line and feeds metrics: job-resource requests and job ends. */
   record?: (entry: AccessLogEntry) => void;
-}
-
-/** An auto/prefer job whose upstream call runs in this process (the exchange holding it). */
-export interface RunningJob {
-  /** DELETE on the job: abort the upstream call. */
-  cancelJob(): void;
-  /** The gateway stops: abort the call, the job ends `failed` with `interrupted`. */
-  interruptJob(): Promise<void>;
 }
 
 const JOB_OUTCOME = {
@@ -96,7 +89,7 @@ function deliveryError(err: GatewayError): { error: JobError } {
   return { error: jobErrorFrom(err) };
 }
 
-export class JobsHost {
+export class JobsHost implements OffloadHost {
   readonly store: JobStore;
   readonly resource: JobResource;
   readonly worker: QueueWorker;
