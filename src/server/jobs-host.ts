@@ -101,26 +101,29 @@ export class JobsHost implements OffloadHost {
   readonly #callbacks: CallbackSender;
   readonly #detachCallbacks: () => void;
   readonly #detachLog: () => void;
+  readonly #detachCancel: () => void;
   readonly #runtime: () => Runtime;
 
   constructor(config: EffectiveConfig, options: JobsHostOptions) {
     this.logger = options.logger;
     this.#runtime = options.runtime;
     this.#prefix = config.jobs.prefix.replace(/\/+$/, '');
-    this.store = options.store ?? openJobStore(config.store);
+    // jobs.lease (SPEC §10) for both kinds of holder: this instance's auto/prefer calls (renewed by
+    // the store's heartbeat every third of it) and queue deliveries (renewed by the worker).
+    const lease = config.jobs.lease;
+    this.store =
+      options.store ??
+      openJobStore(config.store, { instanceLeaseMs: lease, heartbeatMs: Math.floor(lease / 3) });
     this.resource = new JobResource({
       store: this.store,
       prefix: this.#prefix,
       logger: this.logger,
       log: options.record,
-      onCancel: (id) => {
-        this.running.get(id)?.cancelJob();
-        this.worker.cancel(id);
-      },
     });
     this.worker = new QueueWorker({
       store: this.store,
       workers: config.jobs.workers,
+      leaseMs: lease,
       logger: this.logger,
       policyFor: (route) => {
         const rt = routeOf(this.#runtime(), route);
@@ -128,13 +131,25 @@ export class JobsHost implements OffloadHost {
       },
       deliver: (job, signal) => this.#deliver(job.route, job.request, signal),
     });
-    this.#janitor = new Janitor({ store: this.store, logger: this.logger });
+    // Recovery every 2 s (more often under a short lease): a stopped instance's jobs are settled
+    // within one lease plus 5 s.
+    this.#janitor = new Janitor({
+      store: this.store,
+      logger: this.logger,
+      recoverEveryMs: Math.min(2_000, Math.floor(lease / 2)),
+    });
     this.#callbacks = new CallbackSender({
       prefix: this.#prefix,
       logger: this.logger,
       policyFor: (route) => routeOf(this.#runtime(), route)?.route.async?.callback,
     });
     this.#detachCallbacks = this.#callbacks.attach(this.store);
+    // A DELETE on any instance (this one included) reaches the call this process holds for the job:
+    // the exchange of an auto/prefer job, or the queue delivery in flight.
+    this.#detachCancel = this.store.onCancelled((id) => {
+      this.running.get(id)?.cancelJob();
+      this.worker.cancel(id);
+    });
     const record = options.record;
     this.#detachLog = record
       ? this.store.onFinal((job) => {
@@ -256,6 +271,7 @@ export class JobsHost implements OffloadHost {
     await this.#janitor.stop();
     this.#detachCallbacks();
     this.#detachLog();
+    this.#detachCancel();
     await this.#callbacks.close();
     await this.store.close();
   }

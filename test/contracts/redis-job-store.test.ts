@@ -71,6 +71,12 @@ if (!available) {
     'redis',
     ({ now }) =>
       new RedisJobStore(URL_, { now, heartbeatMs: 0, prefix: freshPrefix(), allowExclusiveRecovery: true }),
+    async ({ now, heartbeatMs, instanceLeaseMs }) => {
+      const prefix = freshPrefix();
+      const open = (i: 0 | 1) =>
+        new RedisJobStore(URL_, { now: now[i], heartbeatMs, instanceLeaseMs, prefix });
+      return [open(0), open(1)] as const;
+    },
   );
 
   describe('RedisJobStore specifics', () => {
