@@ -178,10 +178,14 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export interface GatewayProcess {
   readonly pid: number;
   readonly port: number;
+  /** The admin listener's port. */
+  readonly adminPort: number;
   url(path?: string): string;
   /** Resident memory of the gateway process, KiB: current and peak (VmRSS, VmHWM). */
   memory(): { rssKiB: number; peakKiB: number };
   stop(): Promise<number | null>;
+  /** `kill -9`: resolves once the process is gone. */
+  kill(): Promise<void>;
 }
 
 /** Runs the real CLI (`sluice start -c FILE`) as a child process with the given YAML. */
@@ -196,22 +200,24 @@ export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
   const bin = new URL('../bin/sluice.js', import.meta.url).pathname;
   const child = spawn(process.execPath, [bin, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  const port = await new Promise<number>((resolve, reject) => {
+  const [port, adminPort] = await new Promise<[number, number]>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`gateway did not start: ${stderr}`)), 10_000);
     child.stderr?.on('data', (d) => {
       stderr += d;
-      const m = /listening on http:\/\/[^:]+:(\d+)/.exec(stderr);
+      const m = /listening on http:\/\/[^:]+:(\d+)(?:, admin on http:\/\/[^:]+:(\d+))?\r?\n/.exec(stderr);
       if (m) {
         clearTimeout(timer);
-        resolve(Number(m[1]));
+        resolve([Number(m[1]), Number(m[2] ?? 0)]);
       }
     });
     child.once('exit', (code) => reject(new Error(`gateway exited ${code}: ${stderr}`)));
   });
   const pid = child.pid as number;
+  const gone = () => child.exitCode !== null || child.signalCode !== null;
   return {
     pid,
     port,
+    adminPort,
     url: (path = '/') => `http://127.0.0.1:${port}${path}`,
     memory() {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -219,10 +225,15 @@ export async function spawnGateway(yaml: string): Promise<GatewayProcess> {
       return { rssKiB: kib('VmRSS'), peakKiB: kib('VmHWM') };
     },
     async stop() {
-      if (child.exitCode !== null) return child.exitCode;
+      if (gone()) return child.exitCode;
       child.kill('SIGTERM');
       const [code] = (await once(child, 'exit')) as [number | null];
       return code;
+    },
+    async kill() {
+      if (gone()) return;
+      child.kill('SIGKILL');
+      await once(child, 'exit');
     },
   };
 }
