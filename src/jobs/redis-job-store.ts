@@ -766,7 +766,30 @@ export class RedisJobStore implements JobStore {
     return ok;
   }
 
-  async complete(
+  complete(
+    id: string,
+    head: ResultHead,
+    body: AsyncIterable<Buffer | Uint8Array> | Readable,
+    owner?: string,
+  ): Promise<CompleteOutcome> {
+    return this.#letGoOnFailure(id, this.#complete(id, head, body, owner));
+  }
+
+  /**
+   * A held job whose `complete` or `fail` could not be written (the store is down) is no longer renewed:
+   * nobody will write its end, so its lease runs out and recovery settles it `interrupted` once the
+   * store is back (instead of a heartbeat keeping it `running` for ever).
+   */
+  async #letGoOnFailure<T>(id: string, op: Promise<T>): Promise<T> {
+    try {
+      return await op;
+    } catch (err) {
+      if (err instanceof JobStoreError) this.#held.delete(id);
+      throw err;
+    }
+  }
+
+  async #complete(
     id: string,
     head: ResultHead,
     body: AsyncIterable<Buffer | Uint8Array> | Readable,
@@ -850,7 +873,11 @@ export class RedisJobStore implements JobStore {
     return 'completed';
   }
 
-  async fail(id: string, error: JobError, owner?: string): Promise<boolean> {
+  fail(id: string, error: JobError, owner?: string): Promise<boolean> {
+    return this.#letGoOnFailure(id, this.#fail(id, error, owner));
+  }
+
+  async #fail(id: string, error: JobError, owner?: string): Promise<boolean> {
     const rec = fromFlat(
       await this.#script(
         'fail',

@@ -102,6 +102,7 @@ export class JobsHost implements OffloadHost {
   readonly #detachCallbacks: () => void;
   readonly #detachLog: () => void;
   readonly #detachCancel: () => void;
+  readonly #detachRunning: () => void;
   readonly #runtime: () => Runtime;
 
   constructor(config: EffectiveConfig, options: JobsHostOptions) {
@@ -149,6 +150,14 @@ export class JobsHost implements OffloadHost {
     this.#detachCancel = this.store.onCancelled((id) => {
       this.running.get(id)?.cancelJob();
       this.worker.cancel(id);
+    });
+    // A job this instance made final has no call to wait for any more: one still running (settled by
+    // recovery after its lease ran out, or cancelled here) is aborted — a no-op for a call that ended —
+    // and the registry lets go of it, even when its exchange never heard of the end (a result the store
+    // could not take while it was down).
+    this.#detachRunning = this.store.onFinal((job) => {
+      this.running.get(job.id)?.cancelJob();
+      this.running.delete(job.id);
     });
     const record = options.record;
     this.#detachLog = record
@@ -272,6 +281,7 @@ export class JobsHost implements OffloadHost {
     this.#detachCallbacks();
     this.#detachLog();
     this.#detachCancel();
+    this.#detachRunning();
     await this.#callbacks.close();
     await this.store.close();
   }
