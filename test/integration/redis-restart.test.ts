@@ -109,7 +109,10 @@ routes:
       while (running) {
         const at = phase;
         const p = await fetch(gw.url('/fast')).then(
-          async (r) => (await r.arrayBuffer(), r.status),
+          async (r) => {
+            await r.arrayBuffer();
+            return r.status;
+          },
           () => 0,
         );
         plain.push({ phase: at, status: p });
