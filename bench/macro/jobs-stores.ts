@@ -11,6 +11,8 @@
  *   2. queue mode: `wrk -t1 -cC -dDs` POSTing a 100-byte body to a `mode: queue` route: accepted/s (every
  *      answer a 202, job committed), then completed/s = jobs delivered and stored ÷ the time from the
  *      start of wrk until none is queued or running (the gateway's `jobs.workers` deliver meanwhile);
+ *      Redis: its CPU time (`INFO cpu`) and script calls (`INFO commandstats`, evalsha) over that
+ *      phase, per job (server-wide counters: other clients of a shared server add to them);
  *   3. auto-offload latency: `--auto` (300) requests, `--concurrency` (4) at a time, to an
  *      `async: { mode: auto, after: 50ms }` route whose upstream answers after 100 ms: the time to the
  *      202 beyond the 50 ms, and the time until a long poll (`?wait=`) returns the job completed, beyond
@@ -122,6 +124,18 @@ async function prefixBytes(prefix: string): Promise<number> {
   return sum;
 }
 
+/** Redis CPU seconds (user + sys) and evalsha calls / µs so far (server-wide). */
+async function redisWork(): Promise<{ cpu: number; calls: number; usec: number }> {
+  const cpu = await admin.info('cpu');
+  const stats = await admin.info('commandstats');
+  const num = (re: RegExp, text: string) => Number(re.exec(text)?.[1] ?? 0);
+  return {
+    cpu: num(/used_cpu_user:([\d.]+)/, cpu) + num(/used_cpu_sys:([\d.]+)/, cpu),
+    calls: num(/cmdstat_evalsha:calls=(\d+)/, stats),
+    usec: num(/cmdstat_evalsha:calls=\d+,usec=(\d+)/, stats),
+  };
+}
+
 async function usedMemory(): Promise<number> {
   return Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1] ?? 0);
 }
@@ -155,7 +169,12 @@ async function postJobs(pool: Pool, n: number, conc: number): Promise<number> {
   return ok;
 }
 
-const rows = { queue: [] as string[][], auto: [] as string[][], memory: [] as string[][] };
+const rows = {
+  queue: [] as string[][],
+  auto: [] as string[][],
+  memory: [] as string[][],
+  redis: [] as string[][],
+};
 
 try {
   if (stores.includes('redis')) await admin.connect();
@@ -228,6 +247,7 @@ routes:
 
       // 2. queue mode: accepted/s, completed/s
       const before = totals(await view.counts());
+      const work0 = kind === 'redis' ? await redisWork() : undefined;
       const t0 = performance.now();
       const out = await runPinned(
         'wrk',
@@ -240,6 +260,17 @@ routes:
       const after = await drained(300_000);
       const seconds = (performance.now() - t0) / 1000;
       const completed = (after.completed ?? 0) - (before.completed ?? 0);
+      if (work0) {
+        const work1 = await redisWork();
+        const calls = work1.calls - work0.calls;
+        rows.redis.push([
+          fmtInt(completed),
+          `${(((work1.cpu - work0.cpu) * 1e6) / completed).toFixed(0)} µs`,
+          (calls / completed).toFixed(2),
+          `${((work1.usec - work0.usec) / calls).toFixed(1)} µs`,
+          `${((work1.usec - work0.usec) / completed).toFixed(0)} µs`,
+        ]);
+      }
       log(
         `${kind}: accepted ${w.requests} (${w.non2xx} non-2xx) in ${w.seconds.toFixed(1)} s; completed ${completed} in ${seconds.toFixed(1)} s`,
       );
@@ -255,7 +286,12 @@ routes:
       // 3. auto-offload latency
       const to202: number[] = [];
       const toFinal: number[] = [];
-      let bad = 0;
+      // Answers other than a 202 by status ('200': the upstream answered before `after`, e.g. when the
+      // gateway's loop was late; it is no error), and jobs that did not end completed.
+      const other: Record<string, number> = {};
+      const count = (k: string) => {
+        other[k] = (other[k] ?? 0) + 1;
+      };
       let next = 0;
       const nAuto = Number(flags.auto);
       await Promise.all(
@@ -268,13 +304,13 @@ routes:
             await r.body.dump();
             const b = performance.now();
             if (r.statusCode !== 202) {
-              bad++;
+              count(String(r.statusCode));
               continue;
             }
             const p = await pool.request({ path: `${location}?wait=10s`, method: 'GET' });
             const job = (await p.body.json()) as { status: string };
             const c = performance.now();
-            if (job.status !== 'completed') bad++;
+            if (job.status !== 'completed') count(`job ${job.status}`);
             to202.push(b - a - AFTER_MS);
             toFinal.push(c - a - UPSTREAM_MS);
           }
@@ -287,9 +323,12 @@ routes:
         kind,
         `${ms(percentile(s202, 50))} / ${ms(percentile(s202, 99))}`,
         `${ms(percentile(sFinal, 50))} / ${ms(percentile(sFinal, 99))}`,
-        String(bad),
+        String(to202.length),
+        Object.entries(other)
+          .map(([k, n]) => `${n}× ${k}`)
+          .join(', ') || '–',
       ]);
-      log(`${kind}: auto ${to202.length} jobs, ${bad} not 202/completed`);
+      log(`${kind}: auto ${to202.length} jobs; other answers ${JSON.stringify(other)}`);
     } finally {
       await pool.close();
       await view.close();
@@ -319,11 +358,12 @@ out.write(
   `\n\nAuto offload (after ${AFTER_MS}ms, upstream ${UPSTREAM_MS} ms), ${flags.auto} requests ${flags.concurrency} at a time, ms beyond those:\n\n`,
 );
 out.write(
-  mdTable(['store', '202 p50 / p99', 'completed pollable p50 / p99', 'errors'], rows.auto, [
+  mdTable(['store', '202 p50 / p99', 'completed pollable p50 / p99', '202s', 'other answers'], rows.auto, [
     'l',
     'r',
     'r',
     'r',
+    'l',
   ]),
 );
 out.write(`\n\nMemory per 10,000 stored results (${flags.results} small queue results):\n\n`);
@@ -334,4 +374,14 @@ out.write(
     ['l', 'r', 'r', 'r', 'r', 'r'],
   ),
 );
+if (rows.redis.length > 0) {
+  out.write('\n\nRedis work per queue job over the queue phase (server-wide counters):\n\n');
+  out.write(
+    mdTable(
+      ['jobs completed', 'Redis CPU / job', 'scripts (evalsha) / job', 'µs / script', 'script µs / job'],
+      rows.redis,
+      ['r', 'r', 'r', 'r', 'r'],
+    ),
+  );
+}
 out.write('\n');
