@@ -111,48 +111,63 @@ routes:
     }
   });
 
-  test('DELETE on one instance aborts the upstream call the other holds', async (t) => {
+  test('DELETE on one instance aborts the upstream call the other holds: an auto call, a queue delivery', async (t) => {
     const prefix = redisPrefix(t);
-    let arrived: () => void = () => {};
-    const arrival = new Promise<void>((r) => (arrived = r));
-    let closedAt = 0;
+    // The upstream never answers; it notes which instance called (its base path) and when it let go.
+    const calls = new Map<string, { by: string; closedAt: number }>();
     const up = await startHttpServer((req, res) => {
-      if (req.url?.startsWith('/hang')) {
-        // Never answers: the call ends only when the gateway lets go of it.
-        res.on('close', () => (closedAt = performance.now()));
-        arrived();
+      const m = /^\/(a|b)\/(\w+)/.exec(req.url ?? '');
+      if (!m) {
+        res.end('ok');
         return;
       }
-      res.end('ok');
+      const call = { by: m[1], closedAt: 0 };
+      calls.set(m[2], call);
+      res.on('close', () => (call.closedAt = performance.now()));
     });
     t.after(() => up.close());
-    const yaml = `
+    const yaml = (base: string) => `
 store: "${REDIS}?prefix=${prefix}"
-upstreams: { app: { targets: ["${up.url}"] } }
+upstreams: { app: { targets: ["${up.url}/${base}"] } }
 routes:
   - { name: hang, match: { path: /hang }, upstream: app, async: { mode: auto, after: 200ms } }
+  - { name: qhang, match: { path: /qhang }, upstream: app, async: { mode: queue } }
 `;
-    const a = await spawnGateway(yaml);
+    const a = await spawnGateway(yaml('a'));
     t.after(() => a.stop());
-    const b = await spawnGateway(yaml);
+    const b = await spawnGateway(yaml('b'));
     t.after(() => b.stop());
+    const gw = { a, b };
 
-    const location = await accepted(await fetch(a.url('/hang')));
-    await arrival;
-    assert.equal(closedAt, 0);
-    const t0 = performance.now();
-    const del = await fetch(b.url(location), { method: 'DELETE' });
-    assert.equal(del.status, 200);
-    assert.equal(((await del.json()) as JobJson).status, 'cancelled');
-    // Pub/sub, not the heartbeat (a third of the default 10 s lease): the abort comes at once.
-    await until(
-      3_000,
-      async () => closedAt,
-      (v) => v > 0,
-    );
-    assert.ok(closedAt > 0, 'the upstream saw its request aborted');
-    assert.ok(closedAt - t0 < 2_000, `aborted ${Math.round(closedAt - t0)} ms after the DELETE`);
-    for (const gw of [a, b]) assert.equal((await jobOn(gw, location)).status, 'cancelled');
+    const cases = [
+      { name: 'hang', location: await accepted(await fetch(a.url('/hang'))) },
+      // Either instance's workers may claim it: the DELETE goes to the one that did not.
+      { name: 'qhang', location: await accepted(await fetch(a.url('/qhang'))) },
+    ];
+    for (const { name, location } of cases) {
+      const call = await until(
+        5_000,
+        async () => calls.get(name),
+        (c) => c !== undefined,
+      );
+      assert.ok(call, `${name}: the upstream got the call`);
+      assert.equal(call.closedAt, 0);
+      const other = call.by === 'a' ? gw.b : gw.a;
+      const t0 = performance.now();
+      const del = await fetch(other.url(location), { method: 'DELETE' });
+      assert.equal(del.status, 200);
+      assert.equal(((await del.json()) as JobJson).status, 'cancelled');
+      // Pub/sub, not a renewal (a third of the default 10 s lease): the abort comes at once.
+      await until(
+        3_000,
+        async () => call.closedAt,
+        (v) => v > 0,
+      );
+      assert.ok(call.closedAt > 0, `${name}: the upstream saw its request aborted`);
+      const after = call.closedAt - t0;
+      assert.ok(after < 2_000, `${name}: aborted ${Math.round(after)} ms after the DELETE`);
+      for (const g of [a, b]) assert.equal((await jobOn(g, location)).status, 'cancelled');
+    }
   });
 
   test('40 queue jobs: each delivered exactly once, by both instances’ workers', async (t) => {
