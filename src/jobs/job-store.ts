@@ -1,7 +1,7 @@
 /**
  * Where async jobs live between `202 Accepted` and the client's last poll (SPEC §5). The contract is
- * free of datastore types: SqliteJobStore (one instance) implements it today, a RedisJobStore (several
- * instances, SPEC §10) later; both must pass test/contracts/job-store.contract.ts.
+ * free of datastore types: SqliteJobStore (one instance) and RedisJobStore (several instances, SPEC §10)
+ * implement it; both must pass test/contracts/job-store.contract.ts.
  *
  * State machine (every other transition is refused and leaves the job unchanged):
  *

@@ -1,9 +1,10 @@
 /**
  * Everything of async offload (SPEC §5) that lives beside the data plane, wired once per gateway:
  * the job store, the public job resource, queue workers delivering through the route's upstream,
- * the janitor (expiry, lease recovery), completion webhooks, and the registry of auto/prefer jobs
- * whose upstream call runs in this process (so DELETE can abort it). Created only when a route uses
- * async; a gateway without async routes opens no store.
+ * the janitor (expiry, lease recovery every few seconds), completion webhooks, and the registry of
+ * auto/prefer jobs whose upstream call runs in this process, so that a DELETE made on any instance
+ * (`JobStore.onCancelled`) aborts it. Leases are `jobs.lease` for both kinds of holder. Created only when
+ * a route uses async; a gateway without async routes opens no store.
  */
 import type { EffectiveConfig } from '../config/resolve.ts';
 import { fromUpstreamFailure, GatewayError, upstreamTimeout } from '../errors.ts';
