@@ -512,6 +512,10 @@ export class RedisJobStore implements JobStore {
       commandTimeout: options.commandTimeoutMs ?? 2_000,
       connectTimeout: 5_000,
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
+      // A write refused with READONLY: the address now leads to a replica (a managed Redis's endpoint
+      // after a failover, before its DNS moved). That command fails (store-unavailable) and is not
+      // resent; the connection is made again, so that it reaches the new primary once the name does.
+      reconnectOnError: (err) => err.message.startsWith('READONLY'),
       ...options.redis,
     });
     // Every operation waiting for a reconnection listens for 'ready'.
