@@ -12,6 +12,7 @@ import { loadConfigFile } from './config/load.ts';
 import type { EffectiveConfig } from './config/resolve.ts';
 import { type ConfigWatcher, watchConfigFile } from './config/watch.ts';
 import type { JobStore } from './jobs/job-store.ts';
+import type { PeerMessage } from './jobs/sqlite-job-store.ts';
 import type { AccessLogEntry } from './observability/access-log.ts';
 import { type AccessLog, createAccessLog } from './observability/access-log.ts';
 import { headroomLimit } from './observability/headroom.ts';
@@ -121,6 +122,8 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
         job: e.job,
       }));
   };
+  // A shared SQLite store's messages from the workers, to this process's store.
+  let receivePeer: ((msg: PeerMessage) => void) | undefined;
   // Requests finished by each process (0: this one), while there are workers.
   const perWorker: number[] = [0];
   const gateway = new Gateway(config, {
@@ -143,6 +146,15 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     jobStore: options.jobStore,
     reusePort: config.workers > 1,
     queueDeliveries: config.workers > 1 ? queueShare(config) : undefined,
+    jobPeers:
+      config.workers > 1
+        ? {
+            publish: (msg) => pool?.broadcast({ type: 'job-peer', msg }),
+            onMessage: (receive) => {
+              receivePeer = receive;
+            },
+          }
+        : undefined,
   });
   observability.alerts.onNotify = (n) => events.publish('alert', n);
   inflight.gateway = gateway;
@@ -259,6 +271,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
         ports: gateway.ports,
         queueDeliveries: queueShare(config),
         logger,
+        onJobPeer: (msg) => receivePeer?.(msg),
         onEntries: (entries, index) => {
           for (const e of entries) {
             if (!isJobEnd(e.outcome)) perWorker[index] = (perWorker[index] ?? 0) + 1;

@@ -287,6 +287,8 @@ export interface GatewayProcess {
   /** Resident memory of the gateway process, KiB: current and peak (VmRSS, VmHWM). */
   memory(): { rssKiB: number; peakKiB: number };
   stop(): Promise<number | null>;
+  /** `kill -9`: resolves once the process is gone. */
+  kill(): Promise<void>;
 }
 
 /** Runs the real CLI (`sluice start -c FILE`) as a child process with the given YAML. */
@@ -321,15 +323,17 @@ export async function spawnGateway(
     const timer = setTimeout(() => reject(new Error(`gateway did not start: ${stderr}`)), 15_000);
     child.stderr?.on('data', (d) => {
       stderr += d;
-      const m = /listening on http:\/\/[^:]+:(\d+).*, admin on http:\/\/[^\n]*:(\d+)/.exec(stderr);
+      // A whole line: a port cut between two chunks must not be taken.
+      const m = /listening on http:\/\/[^:]+:(\d+)(?:, admin on http:\/\/[^\n]*:(\d+))?\r?\n/.exec(stderr);
       if (m) {
         clearTimeout(timer);
-        resolve([Number(m[1]), Number(m[2])]);
+        resolve([Number(m[1]), Number(m[2] ?? 0)]);
       }
     });
     child.once('exit', (code) => reject(new Error(`gateway exited ${code}: ${stderr}`)));
   });
   const pid = child.pid as number;
+  const gone = () => child.exitCode !== null || child.signalCode !== null;
   return {
     pid,
     port,
@@ -346,10 +350,15 @@ export async function spawnGateway(
       return { rssKiB: kib('VmRSS'), peakKiB: kib('VmHWM') };
     },
     async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      if (gone()) return child.exitCode;
       child.kill('SIGTERM');
       const [code] = (await once(child, 'exit')) as [number | null];
       return code;
+    },
+    async kill() {
+      if (gone()) return;
+      child.kill('SIGKILL');
+      await once(child, 'exit');
     },
   };
 }

@@ -484,6 +484,14 @@ export function resolveConfig(
   }
   const redisProblem = /^rediss?:\/\//.test(file.store) ? redisStoreProblem(file.store) : undefined;
   if (redisProblem) issues.push({ path: 'store', line: lineOf(['store']), message: redisProblem });
+  // jobs.lease (SPEC §10): renewed every third of it, so below 1 s renewals would flood the store.
+  if (file.jobs.lease < 1_000) {
+    issues.push({
+      path: 'jobs.lease',
+      line: lineOf(['jobs', 'lease']),
+      message: `${file.jobs.lease}ms is too short: a lease is at least 1s (it is renewed every third of it)`,
+    });
+  }
   const clientAlias = file.defaults.client_timeout;
   if (clientAlias !== undefined && file.chain?.client !== undefined && clientAlias !== file.chain.client) {
     issues.push({

@@ -553,6 +553,9 @@ export const configSchema = z.strictObject({
         .min(1)
         .default(8)
         .meta({ description: 'queue mode: deliveries in flight per instance.' }),
+      lease: duration(
+        'How long an instance holds a running job (an auto/prefer call, a queue delivery) without renewing it; renewed every third of it. A job whose instance stopped is recovered by another within one lease plus 5 s (auto → failed interrupted; queue → delivered again where safe). Default 10s.',
+      ).default(10_000),
     })
     .prefault({}),
   alerts: z

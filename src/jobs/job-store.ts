@@ -1,7 +1,7 @@
 /**
  * Where async jobs live between `202 Accepted` and the client's last poll (SPEC §5). The contract is
- * free of datastore types: SqliteJobStore (one instance) implements it today, a RedisJobStore (several
- * instances, SPEC §10) later; both must pass test/contracts/job-store.contract.ts.
+ * free of datastore types: SqliteJobStore (one instance) and RedisJobStore (several instances, SPEC §10)
+ * implement it; both must pass test/contracts/job-store.contract.ts.
  *
  * State machine (every other transition is refused and leaves the job unchanged):
  *
@@ -329,6 +329,16 @@ export interface JobStore {
    */
   onFinal(listener: (job: JobRecord) => void): () => void;
 
+  /**
+   * Called with the id of a job that whoever holds its upstream call must stop: cancelled (`cancel`) by
+   * any instance sharing the store — this one at once after the commit, others promptly (Redis: pub/sub;
+   * SQLite: in-process, and other processes through `peers`) — or an auto/prefer job of this instance
+   * whose lease renewal was refused (it was cancelled while a notification was missed, or settled by
+   * another instance): found by the heartbeat, within a third of the lease. At least once per holder:
+   * a listener must be idempotent. Returns an unsubscribe.
+   */
+  onCancelled(listener: (id: string) => void): () => void;
+
   /** Stops timers, wakes waiters, closes the connection. Further calls reject. */
   close(): Promise<void>;
 }
@@ -337,9 +347,12 @@ export interface JobStore {
 export interface JobStoreOptions {
   /** Clock in ms since the epoch. Default `Date.now`. */
   now?: () => number;
-  /** Lease given to auto/prefer jobs held by this instance. Default 30 s. */
+  /** Lease given to auto/prefer jobs held by this instance (`jobs.lease`). Default 10 s. */
   instanceLeaseMs?: number;
-  /** How often this instance renews its auto/prefer leases; 0 disables (tests). Default 10 s. */
+  /**
+   * How often this instance renews its auto/prefer leases; 0 disables (tests). Default a third of
+   * `instanceLeaseMs` (SPEC §10: two renewals can be missed before the lease runs out).
+   */
   heartbeatMs?: number;
   /**
    * Poll interval while waiting in `waitFinal`, for changes made by another process (same SQLite file

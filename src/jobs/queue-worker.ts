@@ -53,7 +53,7 @@ export interface QueueWorkerOptions {
   readonly workers: number;
   /** The route's policy, or undefined when the route no longer exists (the job then fails). */
   readonly policyFor: (route: string) => QueueRoutePolicy | undefined;
-  /** Lease per claim, renewed every third of it while delivering. Default 30 s. */
+  /** Lease per claim (`jobs.lease`), renewed every third of it while delivering. Default 10 s. */
   readonly leaseMs?: number;
   /** How often idle workers look for due jobs (`nudge()` wakes them at once). Default 500 ms. */
   readonly pollMs?: number;
@@ -108,7 +108,7 @@ export class QueueWorker {
       deliver: options.deliver,
       workers: Math.max(1, options.workers),
       policyFor: options.policyFor,
-      leaseMs: options.leaseMs ?? 30_000,
+      leaseMs: options.leaseMs ?? 10_000,
       pollMs: options.pollMs ?? 500,
       backoffBaseMs: options.backoffBaseMs ?? 1_000,
       backoffMaxMs: options.backoffMaxMs ?? 60_000,

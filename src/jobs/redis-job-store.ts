@@ -15,7 +15,9 @@
  * - `{p}expiry`           zset: final jobs, score `expires_at`, member `{status}:{id}:{route}`;
  * - `{p}created`          zset: every job, score `created_at` (admin listing, newest first);
  * - `{p}counts`           hash: `{status}:{route}` → number of jobs (metrics);
- * - `{p}final`            pub/sub channel: the id of every job that became final, from any instance.
+ * - `{p}final`            pub/sub channel: the id of every job that became final, from any instance;
+ * - `{p}cancelled`        pub/sub channel: `{instance} {id}` of every cancellation (`onCancelled`: the
+ *                          instance holding the upstream call aborts it).
  *
  * Time is the store's clock (injectable), passed to each script: Redis's own clock is never read.
  * A final job also gets a Redis TTL of `keep_ms` + a grace (default 1 day) as a backstop when no
@@ -258,12 +260,13 @@ if ARGV[3] ~= '' and h[2] ~= ARGV[3] then return false end
 redis.call('HSET', key, 'error', ARGV[6])
 final(key, ARGV[2], 'failed', tonumber(ARGV[4]), tonumber(ARGV[5]))
 return redis.call('HGETALL', key)`,
-  // P, id, now, grace
+  // P, id, now, grace, instance
   sluiceCancel: `
 local key = jk(ARGV[2])
 local st = redis.call('HGET', key, 'status')
 if st ~= 'queued' and st ~= 'running' then return false end
 final(key, ARGV[2], 'cancelled', tonumber(ARGV[3]), tonumber(ARGV[4]))
+redis.call('PUBLISH', P .. 'cancelled', ARGV[5] .. ' ' .. ARGV[2])
 return redis.call('HGETALL', key)`,
   // P, id, token, owner ('' = any), ttl, chunk → 1 stored, 0 not ours any more (staging dropped)
   sluiceStage: `
@@ -470,6 +473,8 @@ export class RedisJobStore implements JobStore {
   readonly location: string;
   readonly #r: Redis;
   #sub: Redis | undefined;
+  /** The SUBSCRIBE of both channels, sent once when the subscriber connection is made. */
+  #subscribing: Promise<unknown> | undefined;
   #subscribed: Promise<void> | undefined;
   readonly #p: string;
   readonly #now: () => number;
@@ -482,6 +487,7 @@ export class RedisJobStore implements JobStore {
   readonly #held = new Set<string>();
   readonly #waiters = new FinalWaiters();
   readonly #finalListeners = new Set<(job: JobRecord) => void>();
+  readonly #cancelListeners = new Set<(id: string) => void>();
   #lastError: Error | undefined;
   #closed = false;
 
@@ -493,7 +499,7 @@ export class RedisJobStore implements JobStore {
     this.#p = options.prefix ?? parsed.prefix ?? 'sluice:';
     const clock = options.now ?? Date.now;
     this.#now = () => Math.floor(clock());
-    this.#instanceLeaseMs = Math.round(options.instanceLeaseMs ?? 30_000);
+    this.#instanceLeaseMs = Math.round(options.instanceLeaseMs ?? 10_000);
     this.#connectWaitMs = options.connectWaitMs ?? 1_000;
     this.#grace = Math.round(options.ttlGraceMs ?? 86_400_000);
     this.#allowExclusive = options.allowExclusiveRecovery ?? false;
@@ -506,6 +512,10 @@ export class RedisJobStore implements JobStore {
       commandTimeout: options.commandTimeoutMs ?? 2_000,
       connectTimeout: 5_000,
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
+      // A write refused with READONLY: the address now leads to a replica (a managed Redis's endpoint
+      // after a failover, before its DNS moved). That command fails (store-unavailable) and is not
+      // resent; the connection is made again, so that it reaches the new primary once the name does.
+      reconnectOnError: (err) => err.message.startsWith('READONLY'),
       ...options.redis,
     });
     // Every operation waiting for a reconnection listens for 'ready'.
@@ -516,7 +526,7 @@ export class RedisJobStore implements JobStore {
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       this.#r.defineCommand(name, { numberOfKeys: 0, lua: PRELUDE + lua });
     }
-    const hb = options.heartbeatMs ?? 10_000;
+    const hb = options.heartbeatMs ?? Math.floor(this.#instanceLeaseMs / 3);
     if (hb > 0) {
       this.#heartbeat = setInterval(() => void this.#beat(), hb);
       this.#heartbeat.unref();
@@ -620,40 +630,79 @@ export class RedisJobStore implements JobStore {
         ...ids,
       )) as number[];
       ids.forEach((id, i) => {
-        if (out[i] !== 1) this.#held.delete(id);
+        // Refused: no longer ours (cancelled while a notification was missed, or settled elsewhere).
+        // Still held means no local transition ended it meanwhile: its call must stop.
+        if (out[i] !== 1 && this.#held.delete(id)) this.#cancelled(id);
       });
     } catch {
       // Transient: the lease is long enough to survive missed beats.
     }
   }
 
-  /** Subscribes (once) to the channel of final transitions; waiters of other instances wake on it. */
-  #subscribe(): Promise<void> {
-    if (this.#subscribed) return this.#subscribed;
-    const sub = this.#r.duplicate({ enableOfflineQueue: true, commandTimeout: undefined });
+  /**
+   * The subscriber connection, made once: `{p}final` (waiters of other instances wake on it) and
+   * `{p}cancelled` (onCancelled). It waits for Redis as long as it takes (offline queue, no retry
+   * limit) and ioredis subscribes again after every reconnection; what was published meanwhile is
+   * caught up: waiters look again on 'ready', held jobs at the next heartbeat.
+   */
+  #subscriber(): Redis {
+    if (this.#sub) return this.#sub;
+    const sub = this.#r.duplicate({
+      enableOfflineQueue: true,
+      maxRetriesPerRequest: null,
+      commandTimeout: undefined,
+    });
     this.#sub = sub;
     sub.setMaxListeners(0);
     sub.on('error', () => {});
-    sub.on('message', (_channel: string, id: string) => this.#remoteFinal(id));
-    // Messages may have been missed while disconnected: look again at every waiter on reconnection.
+    const finalChannel = `${this.#p}final`;
+    sub.on('message', (channel: string, msg: string) => {
+      if (channel === finalChannel) this.#remoteFinal(msg);
+      else this.#remoteCancelled(msg);
+    });
     let first = true;
     sub.on('ready', () => {
       if (first) first = false;
       else for (const id of this.#waiters.ids()) this.#remoteFinal(id);
     });
+    this.#subscribing = sub.subscribe(finalChannel, `${this.#p}cancelled`);
+    this.#subscribing.catch(() => {}); // closed before it was sent: nothing to wait for any more
+    return sub;
+  }
+
+  /** Waits (bounded by connectWaitMs) until the subscriber connection is subscribed (waitFinal). */
+  #subscribe(): Promise<void> {
+    if (this.#subscribed) return this.#subscribed;
+    const sub = this.#subscriber();
     const p = (async () => {
       try {
         await this.#ready(sub);
-        await sub.subscribe(`${this.#p}final`);
+        await this.#subscribing;
       } catch (err) {
         this.#subscribed = undefined;
-        this.#sub = undefined;
-        sub.disconnect();
         throw this.#error(err, 'waitFinal');
       }
     })();
     this.#subscribed = p;
     return p;
+  }
+
+  #remoteCancelled(msg: string): void {
+    const at = msg.indexOf(' ');
+    // This instance's own cancellations were reported when they were committed.
+    if (at === -1 || msg.slice(0, at) === this.instanceId) return;
+    this.#cancelled(msg.slice(at + 1));
+  }
+
+  #cancelled(id: string): void {
+    this.#held.delete(id);
+    for (const l of this.#cancelListeners) {
+      try {
+        l(id);
+      } catch {
+        // The listener's own failure: the cancellation is committed whatever it does.
+      }
+    }
   }
 
   #remoteFinal(id: string): void {
@@ -721,7 +770,30 @@ export class RedisJobStore implements JobStore {
     return ok;
   }
 
-  async complete(
+  complete(
+    id: string,
+    head: ResultHead,
+    body: AsyncIterable<Buffer | Uint8Array> | Readable,
+    owner?: string,
+  ): Promise<CompleteOutcome> {
+    return this.#letGoOnFailure(id, this.#complete(id, head, body, owner));
+  }
+
+  /**
+   * A held job whose `complete` or `fail` could not be written (the store is down) is no longer renewed:
+   * nobody will write its end, so its lease runs out and recovery settles it `interrupted` once the
+   * store is back (instead of a heartbeat keeping it `running` for ever).
+   */
+  async #letGoOnFailure<T>(id: string, op: Promise<T>): Promise<T> {
+    try {
+      return await op;
+    } catch (err) {
+      if (err instanceof JobStoreError) this.#held.delete(id);
+      throw err;
+    }
+  }
+
+  async #complete(
     id: string,
     head: ResultHead,
     body: AsyncIterable<Buffer | Uint8Array> | Readable,
@@ -805,7 +877,11 @@ export class RedisJobStore implements JobStore {
     return 'completed';
   }
 
-  async fail(id: string, error: JobError, owner?: string): Promise<boolean> {
+  fail(id: string, error: JobError, owner?: string): Promise<boolean> {
+    return this.#letGoOnFailure(id, this.#fail(id, error, owner));
+  }
+
+  async #fail(id: string, error: JobError, owner?: string): Promise<boolean> {
     const rec = fromFlat(
       await this.#script(
         'fail',
@@ -822,8 +898,13 @@ export class RedisJobStore implements JobStore {
   }
 
   async cancel(id: string): Promise<boolean> {
-    const rec = fromFlat(await this.#script('cancel', 'sluiceCancel', id, this.#now(), this.#grace));
-    if (rec) this.#changed(rec);
+    const rec = fromFlat(
+      await this.#script('cancel', 'sluiceCancel', id, this.#now(), this.#grace, this.instanceId),
+    );
+    if (rec) {
+      this.#changed(rec);
+      this.#cancelled(id);
+    }
     return rec !== undefined;
   }
 
@@ -981,6 +1062,12 @@ export class RedisJobStore implements JobStore {
     return () => this.#finalListeners.delete(listener);
   }
 
+  onCancelled(listener: (id: string) => void): () => void {
+    this.#cancelListeners.add(listener);
+    if (!this.#closed) this.#subscriber();
+    return () => this.#cancelListeners.delete(listener);
+  }
+
   /** Waiters currently parked in `waitFinal` (diagnostics and tests). */
   get waiters(): number {
     return this.#waiters.size;
@@ -992,6 +1079,7 @@ export class RedisJobStore implements JobStore {
     this.#waiters.closeAll();
     this.#closed = true;
     this.#finalListeners.clear();
+    this.#cancelListeners.clear();
     this.#held.clear();
     for (const c of [this.#r, this.#sub]) {
       if (!c) continue;

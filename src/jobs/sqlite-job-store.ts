@@ -62,6 +62,22 @@ export interface SqliteJobStoreOptions extends JobStoreOptions {
   busyTimeoutMs?: number;
   /** Test hook: statements run right after opening (e.g. `PRAGMA max_page_count` to simulate a full disk). */
   initSql?: string;
+  /**
+   * Other processes using the same file (the workers of one instance), for `onCancelled` and long
+   * polls: every cancellation and every transition to a final state committed here is published to
+   * them, and the bus that carries messages between the
+   * processes hands each one it receives to the receiving store's {@link SqliteJobStore.peerMessage}.
+   * Without it, a job cancelled by another process is found by the heartbeat (a third of the lease),
+   * and a long poll of a job another process completes by the `waitPollMs` poll.
+   */
+  peers?: { publish(msg: PeerMessage): void };
+}
+
+/** What one process's store tells the others of the same file (see `SqliteJobStoreOptions.peers`). */
+export interface PeerMessage {
+  /** `cancelled`: abort the call if it is held here; `final`: wake this process's long polls of it. */
+  readonly kind: 'cancelled' | 'final';
+  readonly id: string;
 }
 
 const SCHEMA_VERSION = 2;
@@ -176,6 +192,10 @@ export class SqliteJobStore implements JobStore {
   readonly #heartbeat: NodeJS.Timeout | undefined;
   readonly #waiters = new FinalWaiters();
   readonly #finalListeners = new Set<(job: JobRecord) => void>();
+  readonly #cancelListeners = new Set<(id: string) => void>();
+  readonly #peers: SqliteJobStoreOptions['peers'];
+  /** Auto/prefer jobs this instance holds (leased to `instanceId`), renewed by the heartbeat. */
+  readonly #held = new Set<string>();
   #closed = false;
   readonly #s: Record<string, StatementSync>;
 
@@ -185,8 +205,9 @@ export class SqliteJobStore implements JobStore {
     const clock = options.now ?? Date.now;
     // INTEGER columns are STRICT: whole milliseconds only.
     this.#now = () => Math.floor(clock());
-    this.#instanceLeaseMs = Math.round(options.instanceLeaseMs ?? 30_000);
+    this.#instanceLeaseMs = Math.round(options.instanceLeaseMs ?? 10_000);
     this.#waitPollMs = options.waitPollMs ?? 1_000;
+    this.#peers = options.peers;
     this.instanceId = `i${randomBytes(9).toString('base64url')}`;
     try {
       if (path !== ':memory:' && !path.startsWith('file:')) mkdirSync(dirname(path), { recursive: true });
@@ -227,7 +248,7 @@ export class SqliteJobStore implements JobStore {
       } catch {}
       throw storeError(err, `opening ${path}`);
     }
-    const hb = options.heartbeatMs ?? 10_000;
+    const hb = options.heartbeatMs ?? Math.floor(this.#instanceLeaseMs / 3);
     if (hb > 0) {
       this.#heartbeat = setInterval(() => this.#beat(), hb);
       this.#heartbeat.unref();
@@ -298,9 +319,6 @@ export class SqliteJobStore implements JobStore {
            updated_at = :now, expires_at = :now + keep_ms
          WHERE id = :id AND status = 'running' AND lease_owner = :owner`,
       ),
-      heartbeat: p(
-        `UPDATE jobs SET lease_until = :now + :lease WHERE status = 'running' AND lease_owner = :owner`,
-      ),
       orphans: p(
         `SELECT * FROM jobs WHERE status = 'running'
            AND (lease_until IS NULL OR lease_until < :now
@@ -360,8 +378,14 @@ export class SqliteJobStore implements JobStore {
   /** Wakes waiters and, for final states, the onFinal listeners. Call after the commit only. */
   #changed(job: JobRecord): void {
     const final = isFinal(job.status);
-    if (final) this.#waiters.wake(job.id, job);
     if (final) {
+      this.#held.delete(job.id);
+      this.#waiters.wake(job.id, job);
+      try {
+        this.#peers?.publish({ kind: 'final', id: job.id });
+      } catch {
+        // The bus's failure: other processes' long polls end by their poll.
+      }
       for (const l of this.#finalListeners) {
         try {
           l(job);
@@ -372,12 +396,47 @@ export class SqliteJobStore implements JobStore {
     }
   }
 
+  /** Renews the held leases, one by one: a refused renewal means the job is no longer ours. */
   #beat(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#held.size === 0) return;
+    const now = this.#now();
+    const lost: string[] = [];
     try {
-      this.#s.heartbeat.run({ now: this.#now(), lease: this.#instanceLeaseMs, owner: this.instanceId });
+      this.#tx('heartbeat', () => {
+        for (const id of this.#held) {
+          const r = this.#s.renew.run({ id, owner: this.instanceId, now, lease: this.#instanceLeaseMs });
+          if (r.changes === 0) lost.push(id);
+        }
+      });
     } catch {
       // Transient (locked, disk full): the lease is long enough to survive missed beats.
+      return;
+    }
+    // Cancelled by another process (or settled by one): the call held here must stop.
+    for (const id of lost) if (this.#held.delete(id)) this.#cancelled(id);
+  }
+
+  #cancelled(id: string): void {
+    this.#held.delete(id);
+    for (const l of this.#cancelListeners) {
+      try {
+        l(id);
+      } catch {
+        // The listener's own failure: the cancellation is committed whatever it does.
+      }
+    }
+  }
+
+  /**
+   * Entry point of the bus between processes sharing this file (`peers`): a message another process's
+   * store published. Reports its cancellation to this store's `onCancelled` listeners.
+   */
+  peerMessage(msg: PeerMessage): void {
+    if (this.#closed || typeof msg?.id !== 'string') return;
+    if (msg.kind === 'cancelled') this.#cancelled(msg.id);
+    else if (msg.kind === 'final' && this.#waiters.has(msg.id)) {
+      const job = this.#getSync(msg.id);
+      if (job && isFinal(job.status)) this.#waiters.wake(msg.id, job);
     }
   }
 
@@ -414,6 +473,7 @@ export class SqliteJobStore implements JobStore {
       }) as Row;
       return toRecord(row);
     });
+    if (running) this.#held.add(rec.id);
     return rec;
   }
 
@@ -432,10 +492,34 @@ export class SqliteJobStore implements JobStore {
           lease: this.#instanceLeaseMs,
         }) as Row | undefined,
     );
+    if (row !== undefined) this.#held.add(id);
     return row !== undefined;
   }
 
-  async complete(
+  complete(
+    id: string,
+    head: ResultHead,
+    body: AsyncIterable<Buffer | Uint8Array> | Readable,
+    owner?: string,
+  ): Promise<CompleteOutcome> {
+    return this.#letGoOnFailure(id, this.#complete(id, head, body, owner));
+  }
+
+  /**
+   * A held job whose `complete` or `fail` could not be written (the store is down) is no longer renewed:
+   * nobody will write its end, so its lease runs out and recovery settles it `interrupted` once the
+   * store is back (instead of a heartbeat keeping it `running` for ever).
+   */
+  async #letGoOnFailure<T>(id: string, op: Promise<T>): Promise<T> {
+    try {
+      return await op;
+    } catch (err) {
+      if (err instanceof JobStoreError) this.#held.delete(id);
+      throw err;
+    }
+  }
+
+  async #complete(
     id: string,
     head: ResultHead,
     body: AsyncIterable<Buffer | Uint8Array> | Readable,
@@ -529,7 +613,11 @@ export class SqliteJobStore implements JobStore {
     return 'completed';
   }
 
-  async fail(id: string, error: JobError, owner?: string): Promise<boolean> {
+  fail(id: string, error: JobError, owner?: string): Promise<boolean> {
+    return this.#letGoOnFailure(id, this.#fail(id, error, owner));
+  }
+
+  async #fail(id: string, error: JobError, owner?: string): Promise<boolean> {
     const rec = this.#tx('fail', () => {
       const row = this.#s.fail.get({
         id,
@@ -550,7 +638,15 @@ export class SqliteJobStore implements JobStore {
       if (row) this.#s.dropStaleChunks.run({ id, keep: null });
       return row && toRecord(row);
     });
-    if (rec) this.#changed(rec);
+    if (rec) {
+      this.#changed(rec);
+      this.#cancelled(id);
+      try {
+        this.#peers?.publish({ kind: 'cancelled', id });
+      } catch {
+        // The bus's failure: the other processes' heartbeats still find it.
+      }
+    }
     return rec !== undefined;
   }
 
@@ -696,6 +792,11 @@ export class SqliteJobStore implements JobStore {
     return () => this.#finalListeners.delete(listener);
   }
 
+  onCancelled(listener: (id: string) => void): () => void {
+    this.#cancelListeners.add(listener);
+    return () => this.#cancelListeners.delete(listener);
+  }
+
   /** Waiters currently parked in `waitFinal` (diagnostics and tests). */
   get waiters(): number {
     return this.#waiters.size;
@@ -707,6 +808,8 @@ export class SqliteJobStore implements JobStore {
     this.#waiters.closeAll();
     this.#closed = true;
     this.#finalListeners.clear();
+    this.#cancelListeners.clear();
+    this.#held.clear();
     try {
       this.#db.close();
     } catch {}

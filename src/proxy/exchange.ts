@@ -25,9 +25,9 @@ import { acceptedResponse, isSafeToRepeat, type ResultSink, resultSink } from '.
 import { callbackFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
 import { jobErrorFrom } from '../jobs/job-view.ts';
+import type { OffloadHost as JobsHost } from '../jobs/running-job.ts';
 import { type AccessLogEntry, isoNow, REQUEST_OF } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
-import type { JobsHost } from '../server/jobs-host.ts';
 import type { Admission, ConnectTimings, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
 import {
   addVary,

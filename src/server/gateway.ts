@@ -37,7 +37,7 @@ import type { ResponseTap } from '../proxy/tap.ts';
 import { answerRaw, tunnel } from '../proxy/tunnel.ts';
 import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
-import { JobsHost } from './jobs-host.ts';
+import { type JobPeers, JobsHost } from './jobs-host.ts';
 import { createPublicListener, type PublicListener } from './listeners.ts';
 import { isValidRequestId, newRequestId } from './request-id.ts';
 
@@ -62,6 +62,8 @@ export interface GatewayOptions {
   exclusiveRecovery?: boolean;
   /** Queue-mode deliveries in flight in this process (default `jobs.workers`). */
   queueDeliveries?: number;
+  /** The instance's other processes, for a shared SQLite job store (JobsHostOptions.peers). */
+  jobPeers?: JobPeers;
 }
 
 const now = performance.now.bind(performance);
@@ -155,6 +157,7 @@ export class Gateway implements ExchangeHost {
           store: options.jobStore,
           record: this.#record,
           queueDeliveries: options.queueDeliveries,
+          peers: options.jobPeers,
         })
       : undefined;
     this.cache = new ResponseCache(config.cacheSize);
@@ -232,6 +235,7 @@ export class Gateway implements ExchangeHost {
         runtime: () => this.#runtime,
         record: this.#record,
         queueDeliveries: this.#options.queueDeliveries,
+        peers: this.#options.jobPeers,
       });
       // Other processes may be serving this store by now: only expired leases are settled.
       void this.jobs.start(false);

@@ -1,9 +1,10 @@
 /**
  * Everything of async offload (SPEC §5) that lives beside the data plane, wired once per gateway:
  * the job store, the public job resource, queue workers delivering through the route's upstream,
- * the janitor (expiry, lease recovery), completion webhooks, and the registry of auto/prefer jobs
- * whose upstream call runs in this process (so DELETE can abort it). Created only when a route uses
- * async; a gateway without async routes opens no store.
+ * the janitor (expiry, lease recovery every few seconds), completion webhooks, and the registry of
+ * auto/prefer jobs whose upstream call runs in this process, so that a DELETE made on any instance
+ * (`JobStore.onCancelled`) aborts it. Leases are `jobs.lease` for both kinds of holder. Created only when
+ * a route uses async; a gateway without async routes opens no store.
  */
 import type { EffectiveConfig } from '../config/resolve.ts';
 import { fromUpstreamFailure, GatewayError, upstreamTimeout } from '../errors.ts';
@@ -20,6 +21,8 @@ import {
 import { jobErrorFrom } from '../jobs/job-view.ts';
 import { openJobStore } from '../jobs/open-job-store.ts';
 import { type Delivery, QueueWorker } from '../jobs/queue-worker.ts';
+import type { OffloadHost, RunningJob } from '../jobs/running-job.ts';
+import type { PeerMessage, SqliteJobStore } from '../jobs/sqlite-job-store.ts';
 import { type AccessLogEntry, isoNow } from '../observability/access-log.ts';
 import type { Logger } from '../observability/logger.ts';
 import { filterResponseHeaders } from '../proxy/headers.ts';
@@ -34,14 +37,18 @@ export interface JobsHostOptions {
   record?: (entry: AccessLogEntry) => void;
   /** Queue-mode deliveries in flight in this process; default `jobs.workers` (one process per instance). */
   queueDeliveries?: number;
+  /**
+   * The other processes of this instance (workers) when they share a SQLite file: cancellations and
+   * final states are told to them at once (SqliteJobStoreOptions.peers). Redis has its own pub/sub.
+   */
+  peers?: JobPeers;
 }
 
-/** An auto/prefer job whose upstream call runs in this process (the exchange holding it). */
-export interface RunningJob {
-  /** DELETE on the job: abort the upstream call. */
-  cancelJob(): void;
-  /** The gateway stops: abort the call, the job ends `failed` with `interrupted`. */
-  interruptJob(): Promise<void>;
+/** A bus between the processes of one instance, carrying the SQLite store's peer messages. */
+export interface JobPeers {
+  publish(msg: PeerMessage): void;
+  /** Registers the one receiver of what the other processes published. */
+  onMessage(receive: (msg: PeerMessage) => void): void;
 }
 
 const JOB_OUTCOME = {
@@ -98,7 +105,7 @@ function deliveryError(err: GatewayError): { error: JobError } {
   return { error: jobErrorFrom(err) };
 }
 
-export class JobsHost {
+export class JobsHost implements OffloadHost {
   readonly store: JobStore;
   readonly resource: JobResource;
   readonly worker: QueueWorker;
@@ -110,26 +117,36 @@ export class JobsHost {
   readonly #callbacks: CallbackSender;
   readonly #detachCallbacks: () => void;
   readonly #detachLog: () => void;
+  readonly #detachCancel: () => void;
+  readonly #detachRunning: () => void;
   readonly #runtime: () => Runtime;
 
   constructor(config: EffectiveConfig, options: JobsHostOptions) {
     this.logger = options.logger;
     this.#runtime = options.runtime;
     this.#prefix = config.jobs.prefix.replace(/\/+$/, '');
-    this.store = options.store ?? openJobStore(config.store);
+    // jobs.lease (SPEC §10) for both kinds of holder: this instance's auto/prefer calls (renewed by
+    // the store's heartbeat every third of it) and queue deliveries (renewed by the worker).
+    const lease = config.jobs.lease;
+    this.store =
+      options.store ??
+      openJobStore(config.store, {
+        instanceLeaseMs: lease,
+        heartbeatMs: Math.floor(lease / 3),
+        peers: options.peers,
+      });
+    const store = this.store as Partial<Pick<SqliteJobStore, 'peerMessage'>>;
+    if (store.peerMessage) options.peers?.onMessage((msg) => store.peerMessage?.(msg));
     this.resource = new JobResource({
       store: this.store,
       prefix: this.#prefix,
       logger: this.logger,
       log: options.record,
-      onCancel: (id) => {
-        this.running.get(id)?.cancelJob();
-        this.worker.cancel(id);
-      },
     });
     this.worker = new QueueWorker({
       store: this.store,
       workers: options.queueDeliveries ?? config.jobs.workers,
+      leaseMs: lease,
       logger: this.logger,
       policyFor: (route) => {
         const rt = routeOf(this.#runtime(), route);
@@ -137,13 +154,33 @@ export class JobsHost {
       },
       deliver: (job, signal) => this.#deliver(job.route, job.request, signal),
     });
-    this.#janitor = new Janitor({ store: this.store, logger: this.logger });
+    // Recovery every 2 s (more often under a short lease): a stopped instance's jobs are settled
+    // within one lease plus 5 s.
+    this.#janitor = new Janitor({
+      store: this.store,
+      logger: this.logger,
+      recoverEveryMs: Math.min(2_000, Math.floor(lease / 2)),
+    });
     this.#callbacks = new CallbackSender({
       prefix: this.#prefix,
       logger: this.logger,
       policyFor: (route) => routeOf(this.#runtime(), route)?.route.async?.callback,
     });
     this.#detachCallbacks = this.#callbacks.attach(this.store);
+    // A DELETE on any instance (this one included) reaches the call this process holds for the job:
+    // the exchange of an auto/prefer job, or the queue delivery in flight.
+    this.#detachCancel = this.store.onCancelled((id) => {
+      this.running.get(id)?.cancelJob();
+      this.worker.cancel(id);
+    });
+    // A job this instance made final has no call to wait for any more: one still running (settled by
+    // recovery after its lease ran out, or cancelled here) is aborted — a no-op for a call that ended —
+    // and the registry lets go of it, even when its exchange never heard of the end (a result the store
+    // could not take while it was down).
+    this.#detachRunning = this.store.onFinal((job) => {
+      this.running.get(job.id)?.cancelJob();
+      this.running.delete(job.id);
+    });
     const record = options.record;
     this.#detachLog = record
       ? this.store.onFinal((job) => {
@@ -268,6 +305,8 @@ export class JobsHost {
     await this.#janitor.stop();
     this.#detachCallbacks();
     this.#detachLog();
+    this.#detachCancel();
+    this.#detachRunning();
     await this.#callbacks.close();
     await this.store.close();
   }

@@ -36,6 +36,21 @@ export interface StoreFactoryOptions {
 
 export type MakeStore = (options: StoreFactoryOptions) => JobStore | Promise<JobStore>;
 
+export interface PeerFactoryOptions {
+  /** Clock of each of the two instances (separate: one can be far ahead of the other). */
+  readonly now: readonly [() => number, () => number];
+  /** Heartbeat of both instances (0: off). */
+  readonly heartbeatMs: number;
+  /** Lease of both instances' auto/prefer jobs. */
+  readonly instanceLeaseMs: number;
+}
+
+/**
+ * Two store instances on the same data, as two gateway processes would have them (Redis: one server
+ * and prefix; SQLite: one file, with the `peers` bus between them). Absent: the peer cases are skipped.
+ */
+export type MakePeers = (options: PeerFactoryOptions) => Promise<readonly [JobStore, JobStore]>;
+
 const MiB = 1024 * 1024;
 const CHUNK = 256 * 1024;
 
@@ -117,7 +132,7 @@ async function readAll(store: JobStore, id: string): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-export function runJobStoreContract(name: string, makeStore: MakeStore): void {
+export function runJobStoreContract(name: string, makeStore: MakeStore, makePeers?: MakePeers): void {
   describe(`JobStore contract: ${name}`, () => {
     /** A fresh store per test, closed afterwards. */
     async function setup(t: { after: (fn: () => unknown) => void }) {
@@ -724,6 +739,91 @@ export function runJobStoreContract(name: string, makeStore: MakeStore): void {
         const b = await store.create(autoJob());
         await store.fail(b.id, TIMEOUT);
         assert.equal(seen.length, 3);
+      });
+    });
+
+    describe('cancellations reach the holder (onCancelled)', () => {
+      test('a cancellation is reported once, after the commit; no other transition is', async (t) => {
+        const { clock, store } = await setup(t);
+        const seen: [string, string | undefined][] = [];
+        const off = store.onCancelled((id) => {
+          seen.push([id, undefined]);
+          void store.get(id).then((j) => (seen[seen.length - 1][1] = j?.status));
+        });
+        const a = await store.create(autoJob());
+        const q = await store.create(queueJob());
+        const done = await store.create(autoJob());
+        await store.complete(done.id, HEAD, Readable.from([Buffer.from('x')]));
+        const failed = await store.create(autoJob());
+        await store.fail(failed.id, TIMEOUT);
+        await store.claim('w1', 1_000);
+        clock.advance(1_001);
+        await store.recoverInterrupted();
+        assert.deepEqual(seen, [], 'completion, failure, requeue are not cancellations');
+        assert.equal(await store.cancel(a.id), true);
+        assert.equal(await store.cancel(a.id), false);
+        assert.equal(await store.cancel(q.id), true);
+        await new Promise((r) => setTimeout(r, 50));
+        assert.deepEqual(seen, [
+          [a.id, 'cancelled'],
+          [q.id, 'cancelled'],
+        ]);
+        off();
+        await store.cancel((await store.create(autoJob())).id);
+        await new Promise((r) => setTimeout(r, 50));
+        assert.equal(seen.length, 2);
+      });
+
+      test('a cancellation made by another instance reaches this one promptly', {
+        skip: makePeers ? false : 'one instance only',
+      }, async (t) => {
+        const clock = new FakeClock();
+        const [a, b] = await makePeers!({
+          now: [clock.now, clock.now],
+          heartbeatMs: 0,
+          instanceLeaseMs: 60_000,
+        });
+        t.after(() => Promise.all([a.close(), b.close()]));
+        const onA: string[] = [];
+        const onB: string[] = [];
+        a.onCancelled((id) => onA.push(id));
+        b.onCancelled((id) => onB.push(id));
+        await new Promise((r) => setTimeout(r, 100)); // subscribed
+        const job = await a.create(autoJob());
+        const t0 = performance.now();
+        assert.equal(await b.cancel(job.id), true);
+        assert.deepEqual(onB, [job.id], 'reported at once to the instance that cancelled');
+        while (onA.length === 0 && performance.now() - t0 < 3_000) await new Promise((r) => setTimeout(r, 5));
+        assert.deepEqual(onA, [job.id], 'and to the one holding the call');
+        assert.ok(performance.now() - t0 < 1_000, `after ${performance.now() - t0} ms`);
+        assert.equal((await a.get(job.id))?.status, 'cancelled');
+        await new Promise((r) => setTimeout(r, 50));
+        assert.deepEqual([onA.length, onB.length], [1, 1], 'once each');
+      });
+
+      test('a held job settled by another instance is reported to its holder by the heartbeat', {
+        skip: makePeers ? false : 'one instance only',
+      }, async (t) => {
+        const ahead = new FakeClock();
+        ahead.advance(10 * 60_000);
+        const [a, b] = await makePeers!({
+          now: [Date.now, ahead.now],
+          heartbeatMs: 30,
+          instanceLeaseMs: 60_000,
+        });
+        t.after(() => Promise.all([a.close(), b.close()]));
+        const onA: string[] = [];
+        a.onCancelled((id) => onA.push(id));
+        const mine = await a.create(autoJob({ status: 'running' }));
+        const kept = await a.create(autoJob({ status: 'running' }));
+        // b's clock is past a's lease: b settles the job as interrupted (no cancel message is sent).
+        ahead.t = Date.now() + 10 * 60_000;
+        await a.fail(kept.id, TIMEOUT); // ended here: never reported as lost
+        assert.deepEqual(await b.recoverInterrupted(), { failed: 1, requeued: 0 });
+        assert.equal((await a.get(mine.id))?.error?.code, 'interrupted');
+        const t0 = performance.now();
+        while (onA.length === 0 && performance.now() - t0 < 3_000) await new Promise((r) => setTimeout(r, 5));
+        assert.deepEqual(onA, [mine.id]);
       });
     });
 

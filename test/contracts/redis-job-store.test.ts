@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -71,6 +72,12 @@ if (!available) {
     'redis',
     ({ now }) =>
       new RedisJobStore(URL_, { now, heartbeatMs: 0, prefix: freshPrefix(), allowExclusiveRecovery: true }),
+    async ({ now, heartbeatMs, instanceLeaseMs }) => {
+      const prefix = freshPrefix();
+      const open = (i: 0 | 1) =>
+        new RedisJobStore(URL_, { now: now[i], heartbeatMs, instanceLeaseMs, prefix });
+      return [open(0), open(1)] as const;
+    },
   );
 
   describe('RedisJobStore specifics', () => {
@@ -214,6 +221,61 @@ if (!available) {
       } finally {
         await other.close();
       }
+    });
+
+    test('a Redis that became a replica: writes fail store-unavailable (READONLY), and work again once it is a primary', async (t) => {
+      // Two redis-servers of this test's own on free ports: the store points at the replica, as a
+      // managed endpoint does for a while after a failover.
+      const free = async () => {
+        const srv = createServer();
+        await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+        const { port } = srv.address() as { port: number };
+        await new Promise<void>((r) => srv.close(() => r()));
+        return port;
+      };
+      const start = async (port: number, ...extra: string[]) => {
+        const child = spawn(
+          'redis-server',
+          ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra],
+          { stdio: ['ignore', 'pipe', 'ignore'] },
+        );
+        t.after(async () => {
+          if (child.exitCode === null && child.signalCode === null) {
+            child.kill('SIGKILL');
+            await new Promise((r) => child.once('exit', r));
+          }
+        });
+        let out = '';
+        await new Promise<void>((resolve, reject) => {
+          child.stdout.on('data', (d: Buffer) => {
+            out += d;
+            if (out.includes('Ready to accept connections')) resolve();
+          });
+          child.once('exit', (code) => reject(new Error(`redis-server exited ${code}: ${out}`)));
+        });
+      };
+      const [primary, replica] = [await free(), await free()];
+      await start(primary);
+      await start(replica, '--replicaof', '127.0.0.1', String(primary));
+      const store = new RedisJobStore(`redis://127.0.0.1:${replica}/0`, {
+        heartbeatMs: 0,
+        connectWaitMs: 2_000,
+      });
+      t.after(() => store.close());
+      await assert.rejects(
+        store.create(auto()),
+        (err: Error) => isStoreUnavailable(err) && /READONLY/.test(err.message),
+      );
+      const r = new Redis(`redis://127.0.0.1:${replica}/0`);
+      t.after(() => r.disconnect());
+      await r.replicaof('NO', 'ONE');
+      let created: unknown;
+      for (let i = 0; i < 40 && !created; i++) {
+        created = await store
+          .create(auto())
+          .catch(() => new Promise((res) => setTimeout(() => res(undefined), 50)));
+      }
+      assert.ok(created, 'created on the promoted server');
     });
 
     test('the heartbeat keeps this instance’s auto jobs alive', async (t) => {

@@ -26,6 +26,28 @@ runJobStoreContract('sqlite :memory:', ({ now }) => new SqliteJobStore(':memory:
 runJobStoreContract(
   'sqlite file',
   ({ now }) => new SqliteJobStore(freshPath(), { now, heartbeatMs: 0, waitPollMs: 50 }),
+  async ({ now, heartbeatMs, instanceLeaseMs }) => {
+    // Two instances on one file with the `peers` bus between them, as the workers of one instance
+    // have it (there a process-to-process channel carries the messages; here a direct call does).
+    const path = freshPath();
+    const stores: SqliteJobStore[] = [];
+    const open = (i: 0 | 1) => {
+      const self: SqliteJobStore = new SqliteJobStore(path, {
+        now: now[i],
+        heartbeatMs,
+        instanceLeaseMs,
+        waitPollMs: 50,
+        peers: {
+          publish: (msg) => {
+            for (const other of stores) if (other !== self) other.peerMessage(msg);
+          },
+        },
+      });
+      stores.push(self);
+      return self;
+    };
+    return [open(0), open(1)] as const;
+  },
 );
 
 const auto = (over: Partial<NewJob> = {}): NewJob => ({
@@ -132,6 +154,22 @@ describe('SqliteJobStore specifics', () => {
     const t0 = performance.now();
     assert.equal((await waiting)?.status, 'completed');
     assert.ok(performance.now() - t0 < 2_000);
+  });
+
+  test('without a peers bus, a job cancelled by another process reaches its holder at the next heartbeat', async (t) => {
+    const path = freshPath();
+    const a = new SqliteJobStore(path, { heartbeatMs: 40, instanceLeaseMs: 60_000 });
+    const b = new SqliteJobStore(path, { heartbeatMs: 0 });
+    t.after(() => Promise.all([a.close(), b.close()]));
+    const seen: string[] = [];
+    a.onCancelled((id) => seen.push(id));
+    const job = await a.create(auto());
+    assert.equal(await b.cancel(job.id), true);
+    const t0 = performance.now();
+    while (seen.length === 0 && performance.now() - t0 < 3_000) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(seen, [job.id]);
+    await new Promise((r) => setTimeout(r, 120));
+    assert.deepEqual(seen, [job.id], 'once');
   });
 
   test('the heartbeat keeps this instance’s auto jobs alive', async (t) => {

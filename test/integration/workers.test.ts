@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { describe, type TestContext, test } from 'node:test';
 import { type GatewayProcess, sleep, spawnGateway, startHttpServer } from '../helpers.ts';
 
@@ -319,6 +319,71 @@ routes: [{ name: r, match: { path: /report }, upstream: u, async: { mode: auto, 
     await until('six job ends counted', async () =>
       (await metrics(gw)).includes('sluice_jobs_finished_total{route="r",outcome="job_completed"} 6'),
     );
+  });
+
+  test('SQLite: a DELETE cancels the call whichever process holds it; long polls wake when any process completes', async (t) => {
+    const answered = new Map<string, number>();
+    const aborted = new Map<string, number>();
+    const up = await startHttpServer((req, res) => {
+      const n = new URL(req.url ?? '/', 'http://x').searchParams.get('n') ?? '';
+      res.on('close', () => {
+        if (!res.writableFinished) aborted.set(n, performance.now());
+      });
+      if (req.url?.startsWith('/hang')) return;
+      setTimeout(() => {
+        answered.set(n, performance.now());
+        res.end(JSON.stringify({ n }));
+      }, 700);
+    });
+    t.after(() => up.close());
+    const gw = await gatewayWith(
+      t,
+      `workers: 3
+store: "sqlite:${`/tmp/sluice-workers-peers-${process.pid}-${Date.now()}.db`}"
+upstreams: { u: { targets: ["${up.url}"] } }
+routes:
+  - { name: hang, match: { path: /hang }, upstream: u, async: { mode: auto, after: 100ms } }
+  - { name: slow, match: { path: /slow }, upstream: u, async: { mode: auto, after: 100ms } }
+`,
+    );
+    // Six jobs whose calls hang, each cancelled through a new connection (a process picked by the kernel).
+    for (let i = 0; i < 6; i++) {
+      const accepted = await fresh(gw.port, `/hang?n=h${i}`);
+      assert.equal(accepted.status, 202);
+      const id = (JSON.parse(accepted.body) as { id: string }).id;
+      const t0 = performance.now();
+      const del = await new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          { host: '127.0.0.1', port: gw.port, path: `/_sluice/jobs/${id}`, method: 'DELETE', agent: false },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      assert.equal(del, 200);
+      // The heartbeat (a third of the 10 s lease) would take seconds: the bus tells the holder at once.
+      await until(`the upstream call of job ${i} aborted`, () => aborted.has(`h${i}`), 1_500);
+      assert.ok((aborted.get(`h${i}`) as number) - t0 < 1_500);
+    }
+    // Long polls, each on a new connection, woken by the completion in whichever process holds the call.
+    const polls = await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
+        const accepted = await fresh(gw.port, `/slow?n=s${i}`);
+        assert.equal(accepted.status, 202);
+        const id = (JSON.parse(accepted.body) as { id: string }).id;
+        const r = await fresh(gw.port, `/_sluice/jobs/${id}?wait=10s`);
+        return { i, at: performance.now(), job: JSON.parse(r.body) as { status: string } };
+      }),
+    );
+    for (const p of polls) {
+      assert.equal(p.job.status, 'completed');
+      const lag = p.at - (answered.get(`s${p.i}`) as number);
+      // Without the bus a poll of another process's job waits for its 1 s poll (0–1000 ms).
+      assert.ok(lag < 400, `long poll ${p.i} woke ${lag.toFixed(0)} ms after the upstream answered`);
+    }
   });
 
   test('SIGTERM drains every process; a primary killed with -9 leaves no worker behind', async (t) => {

@@ -12,6 +12,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { EffectiveConfig } from '../../config/resolve.ts';
+import type { PeerMessage } from '../../jobs/sqlite-job-store.ts';
 import type { AccessLogEntry } from '../../observability/access-log.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { type ToPrimary, type ToWorker, WORKER_ENTRY, type WorkerSnapshot } from './protocol.ts';
@@ -35,6 +36,8 @@ export interface WorkerPoolOptions {
   readonly logger: Logger;
   /** A batch of finished requests from worker `index` (1…count). */
   readonly onEntries: (entries: readonly AccessLogEntry[], index: number) => void;
+  /** A shared SQLite store's peer message from worker `index` (already relayed to the others). */
+  readonly onJobPeer?: (msg: PeerMessage) => void;
 }
 
 interface Slot {
@@ -101,8 +104,10 @@ export class WorkerPool {
     return this.#slots.flatMap((s) => (s.snapshot === undefined ? [] : [s.snapshot]));
   }
 
-  broadcast(message: ToWorker): void {
+  /** Sends to every running worker (but the one numbered `except`). */
+  broadcast(message: ToWorker, except?: number): void {
     for (const s of this.#slots) {
+      if (s.index === except) continue;
       const c = s.child;
       if (c?.connected) c.send(message, (err) => err && this.#o.logger.debug({ err: err.message }));
     }
@@ -154,6 +159,10 @@ export class WorkerPool {
             break;
           case 'snapshot':
             slot.snapshot = m.snapshot;
+            break;
+          case 'job-peer':
+            this.broadcast(m, slot.index);
+            this.#o.onJobPeer?.(m.msg);
             break;
           case 'failed':
             clearTimeout(startTimer);

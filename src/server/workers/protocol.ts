@@ -9,6 +9,7 @@
  * gauges once a second; it sends them config changes, cache purges and the routes' recent latency.
  */
 import type { EffectiveConfig } from '../../config/resolve.ts';
+import type { PeerMessage } from '../../jobs/sqlite-job-store.ts';
 import type { AccessLogEntry } from '../../observability/access-log.ts';
 
 /** A worker's gauges, summed by the primary with its own. */
@@ -32,6 +33,8 @@ export type ToWorker =
   | { type: 'purge'; route: string | undefined; path: string | undefined }
   /** Each route's recent p50 and p5 (Retry-After of a 202, budget shedding), once a second. */
   | { type: 'recent'; routes: [string, number, number][] }
+  /** A job cancelled or ended in another process of the instance (a shared SQLite store). */
+  | { type: 'job-peer'; msg: PeerMessage }
   /** Open the access-log file again by its path (SIGUSR1 to the primary, for logrotate). */
   | { type: 'reopen-logs' }
   /** Drain for up to graceMs, then exit. */
@@ -42,6 +45,8 @@ export type ToPrimary =
   /** Finished requests (and job ends, job-resource requests) since the last batch. */
   | { type: 'entries'; entries: AccessLogEntry[] }
   | { type: 'snapshot'; snapshot: WorkerSnapshot }
+  /** A job this worker cancelled or ended: for the primary and the other workers. */
+  | { type: 'job-peer'; msg: PeerMessage }
   /** Sent once the drain is done and every entry is flushed: the worker exits next. */
   | { type: 'bye' }
   /** Start-up failed (e.g. a port that cannot be bound): the message says why. */

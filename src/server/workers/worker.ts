@@ -10,6 +10,7 @@
  * channel closes: a worker never outlives its instance).
  */
 import type { EffectiveConfig } from '../../config/resolve.ts';
+import type { PeerMessage } from '../../jobs/sqlite-job-store.ts';
 import { type AccessLogEntry, createAccessLog } from '../../observability/access-log.ts';
 import { createLogger } from '../../observability/logger.ts';
 import { openTunnels } from '../../proxy/tunnel.ts';
@@ -64,6 +65,7 @@ export async function runWorker(): Promise<void> {
   batchTimer.unref();
 
   let gateway: Gateway;
+  let receivePeer: ((msg: PeerMessage) => void) | undefined;
   try {
     gateway = new Gateway(config, {
       accessLog,
@@ -79,6 +81,12 @@ export async function runWorker(): Promise<void> {
       // whose lease ran out (a worker that died), like any other instance of a shared store.
       exclusiveRecovery: false,
       queueDeliveries: init.queueDeliveries,
+      jobPeers: {
+        publish: (msg) => void send({ type: 'job-peer', msg }),
+        onMessage: (receive) => {
+          receivePeer = receive;
+        },
+      },
     });
     await gateway.listenOn(init.ports);
   } catch (err) {
@@ -120,6 +128,9 @@ export async function runWorker(): Promise<void> {
       case 'reload':
         config = m.config;
         gateway.reload(config);
+        break;
+      case 'job-peer':
+        receivePeer?.(m.msg);
         break;
       case 'reopen-logs':
         accessLog.reopen?.();
