@@ -5,6 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
+import { buildBlockList } from '../access/client-address.ts';
+import { type AccessSettings, resolveAccess } from '../access/settings.ts';
 import { redisStoreProblem } from '../jobs/redis-job-store.ts';
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
@@ -117,6 +119,8 @@ export interface EffectiveRoute {
   readonly websocket?: { readonly idle: number };
   /** Response compression, when on (the route's `compress`, else `defaults.compress`). */
   readonly compress?: CompressConfig;
+  /** allow/deny, auth and rate_limit (SPEC §13; route, else defaults), credentials read at load. */
+  readonly access?: AccessSettings;
 }
 
 export interface CacheConfig {
@@ -391,6 +395,7 @@ export function resolveConfig(
             idle: r.timeouts?.idle ?? u?.timeouts?.idle ?? file.defaults.timeouts.idle ?? 300_000,
           })
         : undefined,
+      access: resolveAccess(r, file.defaults, ['routes', i], lineOf, issues),
     } satisfies EffectiveRoute);
   });
   const routeNames = new Set(file.routes.map((r) => r.name));
@@ -436,6 +441,14 @@ export function resolveConfig(
       address: parseListen(l.address),
       tls: pairs && Object.freeze(pairs.map((p) => Object.freeze({ ...p }))),
     });
+  });
+  file.client.trusted_proxies.forEach((c, i) => {
+    try {
+      buildBlockList([c]);
+    } catch (err) {
+      const where = ['client', 'trusted_proxies', i];
+      issues.push({ path: formatKey(where), line: lineOf(where), message: (err as Error).message });
+    }
   });
   const admin = parseListen(file.admin.listen);
   if (!file.admin.token && !isLoopback(admin.host)) {

@@ -4,6 +4,7 @@
  * user documentation. Adding a config section means adding it here and resolving it in resolve.ts.
  */
 import { z } from 'zod';
+import { accessDefaultsShape, accessShape } from './access-schema.ts';
 import { LINT_CODE_NAMES } from './lint-codes.ts';
 import { DURATION_PATTERN, parseDuration, parseSize, SIZE_PATTERN } from './units.ts';
 
@@ -334,6 +335,7 @@ const route = z.strictObject({
         'RFC 9111 shared cache for GET and HEAD, with stale-while-revalidate, stale-if-error and coalescing of concurrent misses.',
     }),
   compress: compress.optional(),
+  ...accessShape,
 });
 
 const client = z
@@ -419,6 +421,7 @@ export const configSchema = z.strictObject({
         'Alias of chain.client (the timeout of whatever sits right in front of Sluice); prefer chain.client.',
       ).optional(),
       compress: compress.optional(),
+      ...accessDefaultsShape,
     })
     .prefault({}),
   chain: z

@@ -2,7 +2,11 @@
  * The compiled, per-route view the data plane runs on: built once per config load (and per reload),
  * so a request only reads precomputed values.
  */
+import { Gate } from '../access/gate.ts';
+import { LocalRateLimiter, type RateLimiter } from '../access/rate-limit.ts';
+import { RedisRateLimiter } from '../access/redis-rate-limiter.ts';
 import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolve.ts';
+import type { Logger } from '../observability/logger.ts';
 import { buildRouteTable, type RouteMatcher } from '../routing/route-table.ts';
 import type { RetryBudget } from '../upstream/retry-budget.ts';
 import { Upstream, type UpstreamEvent } from '../upstream/upstream.ts';
@@ -25,6 +29,8 @@ export interface RouteRuntime {
    * a 202's Retry-After, p5 the load shedding of requests whose budget is already too short.
    */
   readonly recent: { p50: number; p5: number };
+  /** allow/deny, auth and rate limit (SPEC §13); undefined when the route has none of them. */
+  readonly gate: Gate | undefined;
 }
 
 export interface Runtime {
@@ -32,13 +38,27 @@ export interface Runtime {
   readonly routes: readonly RouteRuntime[];
   readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly table: RouteMatcher<RouteRuntime>;
+  /** Where the rate-limit buckets live (kept across reloads while the store stays); undefined: no limits. */
+  readonly limiter: RateLimiter | undefined;
+}
+
+/** Rate-limit buckets: in Redis when the store is Redis (shared by instances), else in this process. */
+function limiterFor(config: EffectiveConfig, previous: Runtime | undefined, logger: Logger | undefined) {
+  if (!config.routes.some((r) => r.access?.rateLimit)) return undefined;
+  const redis = /^rediss?:\/\//.test(config.store) ? config.store : undefined;
+  const old = previous?.limiter;
+  if (redis === undefined) return old instanceof LocalRateLimiter ? old : new LocalRateLimiter();
+  if (old instanceof RedisRateLimiter && old.url === redis) return old;
+  return new RedisRateLimiter(redis, { logger });
 }
 
 export function buildRuntime(
   config: EffectiveConfig,
   previous?: Runtime,
   onEvent?: (event: UpstreamEvent) => void,
+  logger?: Logger,
 ): Runtime {
+  const limiter = limiterFor(config, previous, logger);
   const upstreams = new Map<string, Upstream>();
   for (const u of Object.values(config.upstreams)) {
     const connectBackstop = Math.max(
@@ -68,7 +88,8 @@ export function buildRuntime(
         ? (upstreams.get(route.upstream) as Upstream).retryBudgetFor(route.name, route.retry.budget)
         : undefined,
       recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0, p5: 0 },
+      gate: route.access && new Gate(route.name, route.access, limiter),
     }),
   );
-  return { config, routes, upstreams, table: buildRouteTable(routes) };
+  return { config, routes, upstreams, table: buildRouteTable(routes), limiter };
 }
