@@ -61,7 +61,8 @@ export function parseRate(text: string): { perMs: number; count: number; unitMs:
 export function ratePolicy(text: string, burst: number, key: RatePolicy['key']): RatePolicy {
   const rate = parseRate(text);
   if (rate === undefined) throw new Error(`"${text}" is not a rate such as 100/s, 20/m or 1000/h`);
-  const intervalMs = 1 / rate.perMs;
+  // unit / count, not 1 / (count / unit): exact for whole counts, so burst·interval adds up exactly.
+  const intervalMs = rate.unitMs / rate.count;
   // draft-ietf-httpapi-ratelimit-headers: q = quota (the bucket), w = window in seconds (the time it
   // takes to refill completely), both integers.
   const window = Math.max(1, Math.ceil((burst * intervalMs) / 1000));
@@ -84,7 +85,8 @@ export function gcra(tat: number, now: number, intervalMs: number, burst: number
   const next = base + intervalMs;
   const tau = burst * intervalMs;
   const allowAt = next - tau;
-  if (allowAt > now) {
+  // A nanosecond of slack: floating-point sums must not refuse a request that is exactly on time.
+  if (allowAt - now > 1e-6) {
     return [{ allowed: false, remaining: 0, resetMs: base - now, retryAfterMs: allowAt - now }, tat];
   }
   const remaining = Math.floor((now - allowAt) / intervalMs + 1e-9);
