@@ -481,3 +481,38 @@ test('config errors name the config file and line, and the credentials file and 
     /sluice\.yaml:1: client\.trusted_proxies\[1\]: "nope" is not an IPv4 or IPv6 address/,
   );
 });
+
+test('the order of the checks: deny (403) before auth (401) before rate limit (429), all before the body size (413)', async (t) => {
+  const up = await countingUpstream(t);
+  const dir = tmp();
+  writeFileSync(join(dir, 'keys'), 'k:the-only-key-000000001\n');
+  const gw = await startTestGateway(`
+upstreams:
+  u: { targets: ["${up.url}"] }
+routes:
+  - name: denied
+    match: { path: /denied }
+    upstream: u
+    deny: ["127.0.0.1"]
+    auth: { api_key: { keys: "${join(dir, 'keys')}" } }
+  - name: limited
+    match: { path: /limited }
+    upstream: u
+    max_body: 1KB
+    auth: { api_key: { keys: "${join(dir, 'keys')}" } }
+    rate_limit: { rate: 1/m, burst: 1 }
+`);
+  t.after(() => gw.close());
+  const post = (path: string, headers: Record<string, string>) =>
+    send(gw.port, path, { method: 'POST', headers: { host: 'x', 'content-length': '5000', ...headers } });
+  assert.equal((await post('/denied', {})).status, 403, 'a denied client learns nothing about auth');
+  assert.equal((await post('/limited', {})).status, 401, 'auth before the body size');
+  // Unauthenticated requests do not spend the bucket.
+  assert.equal((await post('/limited', { 'x-api-key': 'the-only-key-000000001' })).status, 413);
+  assert.equal(
+    (await post('/limited', { 'x-api-key': 'the-only-key-000000001' })).status,
+    429,
+    'the 413 spent the token',
+  );
+  assert.equal(up.count(), 0);
+});
