@@ -306,6 +306,7 @@ export class JwtAuthenticator implements Authenticator {
       detail: `cannot verify the token of route '${route}': ${why}`,
       route,
       retryAfter: 5,
+      proxyError: 'proxy_internal_error',
       cause,
     });
   }
