@@ -7,7 +7,7 @@
  * when a JWKS cannot be fetched in time). It returns a Promise only when it must wait: a bcrypt or
  * scrypt verification not in the cache, or a token not in the verified-token cache.
  */
-import { createHash, createPublicKey, type KeyObject, scrypt, timingSafeEqual } from 'node:crypto';
+import { createPublicKey, hash, type KeyObject, scrypt, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import bcrypt from 'bcryptjs';
 import { createRemoteJWKSet, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
@@ -99,7 +99,7 @@ export class BasicAuthenticator implements Authenticator {
     const encoded = header.slice(6).trim();
     const now = Date.now();
     // Keyed by a hash of the credentials: the cache never holds a password.
-    const cacheKey = createHash('sha256').update(encoded).digest('base64');
+    const cacheKey = hash('sha256', encoded, 'base64');
     const hit = this.#cache.get(cacheKey, now);
     if (hit !== undefined) return hit;
     const decoded = Buffer.from(encoded, 'base64').toString('utf8');

@@ -10,7 +10,7 @@
  *
  * Blank lines and lines starting with `#` are skipped.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 /** A verifiable password hash. */
@@ -99,7 +99,7 @@ export function loadUsers(file: string): Map<string, PasswordHash> {
 
 /** SHA-256 of a key, hex: the only form in which API keys are kept. */
 export function keyHash(key: string): string {
-  return createHash('sha256').update(key).digest('hex');
+  return hash('sha256', key, 'hex');
 }
 
 /** Reads an API keys file: SHA-256 (hex) of the key → key name. Throws CredentialsError. */

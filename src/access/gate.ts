@@ -8,12 +8,11 @@
  * verification, a local rate limit) and returns a Promise only when it must wait (bcrypt/scrypt, a
  * token signature, the Redis limiter).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { BlockList } from 'node:net';
+import { type BlockList, isIP } from 'node:net';
 import { GatewayError } from '../errors.ts';
 import { ApiKeyAuthenticator, type Authenticator, BasicAuthenticator, JwtAuthenticator } from './auth.ts';
-import { inList } from './client-address.ts';
 import { type Decision, type RateLimiter, type RatePolicy, rateLimitHeader } from './rate-limit.ts';
 import type { AccessSettings } from './settings.ts';
 
@@ -75,9 +74,15 @@ export class Gate {
 
   /** Runs the checks in order for a request from `client` (the address trusted_proxies resolve). */
   check(req: IncomingMessage, client: string): Verdict | Promise<Verdict> {
-    if (this.#deny !== undefined && inList(this.#deny, client)) return this.#forbidden(client, 'is denied');
-    if (this.#allow !== undefined && !inList(this.#allow, client))
-      return this.#forbidden(client, 'is not in the allow list');
+    if (this.#deny !== undefined || this.#allow !== undefined) {
+      // An address that is not one (a socket already gone) is in no list: allow refuses it.
+      const family = isIP(client);
+      const type = family === 6 ? 'ipv6' : 'ipv4';
+      if (this.#deny !== undefined && family !== 0 && this.#deny.check(client, type))
+        return this.#forbidden(client, 'is denied');
+      if (this.#allow !== undefined && (family === 0 || !this.#allow.check(client, type)))
+        return this.#forbidden(client, 'is not in the allow list');
+    }
     const auth = this.#auth;
     if (auth === undefined) return this.#limit(req, client, undefined);
     const result = auth.verify(req, this.#route);
@@ -121,7 +126,7 @@ export class Gate {
       default:
         k = `ip:${client}`;
     }
-    if (k.length > MAX_KEY) k = `#${createHash('sha256').update(k).digest('base64url')}`;
+    if (k.length > MAX_KEY) k = `#${hash('sha256', k, 'base64url')}`;
     return this.#prefix + k;
   }
 
