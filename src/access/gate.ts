@@ -154,7 +154,17 @@ export class Gate {
       if (!strip.includes(lower)) out.push(headers[i], headers[i + 1]);
     }
     if (this.#identityHeader !== undefined && admission.identity !== undefined)
-      out.push(this.#identityHeader, admission.identity);
+      out.push(this.#identityHeader, headerSafe(admission.identity));
     return out;
   }
+}
+
+const VISIBLE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+/**
+ * An identity as a header value: as it is when it is visible ASCII, else percent-encoded (UTF-8), so a
+ * token's `sub` with non-ASCII or control characters can neither break nor inject a header.
+ */
+export function headerSafe(identity: string): string {
+  return VISIBLE.test(identity) ? identity : encodeURIComponent(identity);
 }

@@ -392,6 +392,17 @@ routes:
   const res = await fetch(gw.url('/'), { headers: { authorization: `Bearer ${noClaim}` } });
   assert.equal(res.status, 401);
   assert.match(res.headers.get('www-authenticate') ?? '', /no 'client_id' claim/);
+  // An identity that is not plain visible ASCII reaches the upstream percent-encoded, never as raw bytes.
+  const odd = await new SignJWT({ client_id: 'jürgen\r\nX-Admin: yes' })
+    .setProtectedHeader({ alg: 'EdDSA' })
+    .setIssuer('iss')
+    .setAudience('a1')
+    .setExpirationTime('5m')
+    .sign(privateKey);
+  const oddRes = await fetch(gw.url('/'), { headers: { authorization: `Bearer ${odd}` } });
+  assert.equal(oddRes.status, 200);
+  assert.equal(up.last()?.['x-client'], 'j%C3%BCrgen%0D%0AX-Admin%3A%20yes');
+  assert.equal(up.last()?.['x-admin'], undefined);
 });
 
 test('an Upgrade request meets the same gate at the same point', async (t) => {
