@@ -9,7 +9,8 @@
  *
  * When Redis cannot answer (down, or slower than `commandTimeoutMs`): the request is ALLOWED (fail
  * open: a rate limit protects the upstream from excess, it must not take the route down with Redis),
- * logged once per outage and counted in `sluice_rate_limit_store_errors_total`.
+ * logged once per outage and counted in `sluice_rate_limit_store_errors_total`. Requests that arrive
+ * while the first connection is being made wait for it (at most `commandTimeoutMs`).
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { parseRedisStoreUrl } from '../jobs/redis-job-store.ts';
@@ -57,6 +58,9 @@ export class RedisRateLimiter implements RateLimiter {
   readonly #r: GcraRedis;
   readonly #p: string;
   readonly #logger: Logger | undefined;
+  readonly #waitMs: number;
+  /** Until the first connection is up: requests wait for it (at most the command timeout). */
+  #connecting: Promise<void> | undefined;
   #down = false;
 
   constructor(url: string, options: RedisRateLimiterOptions = {}) {
@@ -64,11 +68,12 @@ export class RedisRateLimiter implements RateLimiter {
     this.url = url;
     this.#p = `${options.prefix ?? parsed.prefix ?? 'sluice:'}rl:`;
     this.#logger = options.logger;
+    this.#waitMs = options.commandTimeoutMs ?? 250;
     this.#r = new Redis(parsed.url, {
       // A request never waits for a reconnection: without a connection, the command fails at once.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      commandTimeout: options.commandTimeoutMs ?? 250,
+      commandTimeout: this.#waitMs,
       connectTimeout: 2_000,
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
       ...options.redis,
@@ -83,9 +88,35 @@ export class RedisRateLimiter implements RateLimiter {
       );
     });
     this.#r.defineCommand('sluiceGcra', { numberOfKeys: 1, lua: GCRA_LUA });
+    this.#connecting = new Promise<void>((resolve) => {
+      const done = () => {
+        this.#connecting = undefined;
+        resolve();
+      };
+      // The first connection attempt decides: up, or failed (then requests fail open at once).
+      this.#r.once('ready', done);
+      this.#r.once('error', done);
+      this.#r.once('end', done);
+    });
   }
 
   take(bucketKey: string, policy: RatePolicy): Promise<Decision> {
+    const connecting = this.#connecting;
+    if (connecting === undefined) return this.#take(bucketKey, policy);
+    // Right after start the connection is not up yet: wait for it rather than fail open at once.
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      connecting,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.#waitMs);
+      }),
+    ]).then(() => {
+      clearTimeout(timer);
+      return this.#take(bucketKey, policy);
+    });
+  }
+
+  #take(bucketKey: string, policy: RatePolicy): Promise<Decision> {
     return this.#r.sluiceGcra(this.#p + bucketKey, Math.round(policy.intervalMs * 1000), policy.burst).then(
       (reply) => ({
         allowed: reply[0] === 1,
