@@ -205,3 +205,29 @@ function resolveAuth(
     ...common,
   });
 }
+
+/** What the admin API shows of a route's access settings: never a hash, a key or a user list. */
+export function accessView(a: AccessSettings | undefined) {
+  if (a === undefined) return null;
+  const auth = a.auth;
+  const rl = a.rateLimit;
+  return {
+    allow: a.allowText ?? null,
+    deny: a.denyText ?? null,
+    auth: auth
+      ? {
+          kind: auth.kind,
+          source: auth.source,
+          identity_header: auth.identityHeader ?? null,
+          forward_auth: auth.forwardAuth,
+        }
+      : null,
+    rate_limit: rl
+      ? {
+          rate: rl.text,
+          burst: rl.burst,
+          key: rl.key.kind === 'header' ? `header:${rl.key.header}` : rl.key.kind,
+        }
+      : null,
+  };
+}
