@@ -82,6 +82,11 @@ export class BasicAuthenticator implements Authenticator {
   readonly #users: ReadonlyMap<string, PasswordHash>;
   readonly #challenge: string;
   readonly #cache = new VerifiedCache(VERIFIED_CACHE_ENTRIES);
+  /**
+   * Verifications under way, by cache key: concurrent requests with the same credentials (a client
+   * opening 64 connections at once) share one bcrypt run instead of 64.
+   */
+  readonly #pending = new Map<string, Promise<AuthResult>>();
 
   constructor(users: ReadonlyMap<string, PasswordHash>, realm: string) {
     this.#users = users;
@@ -102,6 +107,8 @@ export class BasicAuthenticator implements Authenticator {
     const cacheKey = hash('sha256', encoded, 'base64');
     const hit = this.#cache.get(cacheKey, now);
     if (hit !== undefined) return hit;
+    const pending = this.#pending.get(cacheKey);
+    if (pending !== undefined) return pending;
     const decoded = Buffer.from(encoded, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     const wrong = () =>
@@ -114,14 +121,18 @@ export class BasicAuthenticator implements Authenticator {
       stored === undefined
         ? bcrypt.compare(password, DUMMY_BCRYPT).then(() => false)
         : verifyPassword(password, stored);
-    return check.then(
-      (ok) => {
-        if (!ok) return wrong();
-        this.#cache.set(cacheKey, user, Date.now() + BASIC_CACHE_MS);
-        return user;
-      },
-      () => wrong(),
-    );
+    const result = check
+      .then(
+        (ok) => {
+          if (!ok) return wrong();
+          this.#cache.set(cacheKey, user, Date.now() + BASIC_CACHE_MS);
+          return user;
+        },
+        () => wrong(),
+      )
+      .finally(() => this.#pending.delete(cacheKey));
+    this.#pending.set(cacheKey, result);
+    return result;
   }
 }
 
@@ -191,6 +202,8 @@ export class JwtAuthenticator implements Authenticator {
   readonly #s: JwtSettings;
   readonly #key: KeyObject | ReturnType<typeof createRemoteJWKSet>;
   readonly #cache: VerifiedCache | undefined;
+  /** Verifications under way by token (with the cache on): concurrent requests share one. */
+  readonly #pending = new Map<string, Promise<AuthResult>>();
   readonly #challenge: string;
 
   constructor(s: JwtSettings) {
@@ -229,6 +242,8 @@ export class JwtAuthenticator implements Authenticator {
     const now = Date.now();
     const hit = this.#cache?.get(token, now);
     if (hit !== undefined) return hit;
+    const pending = this.#pending.get(token);
+    if (pending !== undefined) return pending;
     const s = this.#s;
     const options = {
       issuer: s.issuer as string | string[],
@@ -240,10 +255,13 @@ export class JwtAuthenticator implements Authenticator {
       this.#key instanceof Function
         ? jwtVerify(token, this.#key, options)
         : jwtVerify(token, this.#key, options);
-    return verified.then(
+    const result = verified.then(
       ({ payload }) => this.#accept(route, token, payload),
       (err: unknown) => this.#refuse(route, err),
     );
+    if (this.#cache === undefined) return result;
+    this.#pending.set(token, result);
+    return result.finally(() => this.#pending.delete(token));
   }
 
   #accept(route: string, token: string, payload: JWTPayload): AuthResult {

@@ -527,3 +527,41 @@ routes:
   );
   assert.equal(up.count(), 0);
 });
+
+test('concurrent requests with the same new credentials share one bcrypt verification', async (t) => {
+  const up = await countingUpstream(t);
+  const dir = tmp();
+  // Cost 12: about 0.25–0.5 s per verification, so 24 separate ones would take several seconds.
+  writeFileSync(join(dir, 'users'), `carol:${bcrypt.hashSync('pw-of-carol', 12)}\n`);
+  const gw = await startTestGateway(`
+upstreams:
+  u: { targets: ["${up.url}"] }
+routes:
+  - { name: api, upstream: u, auth: { basic: { users: "${join(dir, 'users')}" } } }
+`);
+  t.after(() => gw.close());
+  const one = performance.now();
+  const single = await send(gw.port, '/', {
+    headers: { host: 'x', authorization: basicHeader('carol', 'wrong') },
+  });
+  const singleMs = performance.now() - one;
+  assert.equal(single.status, 401);
+  const started = performance.now();
+  const statuses = await Promise.all(
+    Array.from({ length: 24 }, async () => {
+      const r = await send(gw.port, '/', {
+        headers: { host: 'x', authorization: basicHeader('carol', 'pw-of-carol') },
+      });
+      return r.status;
+    }),
+  );
+  const took = performance.now() - started;
+  assert.ok(
+    statuses.every((s) => s === 200),
+    statuses.join(' '),
+  );
+  assert.ok(
+    took < singleMs * 3,
+    `24 concurrent first requests took ${took.toFixed(0)} ms, one verification ${singleMs.toFixed(0)} ms`,
+  );
+});
