@@ -15,6 +15,7 @@ import { type TestContext, test } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { exportJWK, exportSPKI, generateKeyPair, type JWTPayload, SignJWT } from 'jose';
 import { loadConfigText } from '../../src/config/load.ts';
+import { startSluice } from '../../src/main.ts';
 import type { AccessLogEntry } from '../../src/observability/access-log.ts';
 import {
   problemOf,
@@ -564,4 +565,30 @@ routes:
     took < singleMs * 3,
     `24 concurrent first requests took ${took.toFixed(0)} ms, one verification ${singleMs.toFixed(0)} ms`,
   );
+});
+
+test('an IPv6 client (a [::1] listener) is matched by IPv6 allow and deny entries', async (t) => {
+  const up = await countingUpstream(t);
+  const config = loadConfigText(
+    `listen: "[::1]:0"
+admin: { listen: 127.0.0.1:0 }
+access_log: off
+upstreams:
+  u: { targets: ["${up.url}"] }
+routes:
+  - { name: in, match: { path: /in }, upstream: u, allow: ["::1/128"] }
+  - { name: out, match: { path: /out }, upstream: u, deny: ["::/0"] }
+  - { name: v4only, match: { path: /v4only }, upstream: u, allow: ["0.0.0.0/0"] }
+`,
+    'test.yaml',
+  );
+  const sluice = await startSluice(config, { admin: false });
+  t.after(() => sluice.close(500));
+  const get = async (path: string) => {
+    const r = await fetch(`http://[::1]:${sluice.port}${path}`);
+    await r.text();
+    return r.status;
+  };
+  assert.deepEqual([await get('/in'), await get('/out'), await get('/v4only')], [200, 403, 403]);
+  assert.equal(up.count(), 1);
 });
