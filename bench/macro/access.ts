@@ -3,7 +3,7 @@
  * and one Sluice process with one route per case, all to the same upstream:
  *
  *   plain · allow list · local rate limit · API key · basic (cached verification) ·
- *   JWT ES256 with the verified-token cache · JWT ES256 verified on every request (cache: false)
+ *   JWT ES256 with the verified-token cache · JWT ES256 and RS256 verified on every request (cache: false)
  *
  *   npx node bench/macro/access.ts [--rounds 3] [--duration 3] [--connections 64] [--json out.json]
  *
@@ -82,6 +82,14 @@ writeFileSync(path.join(creds, 'users'), `bench:${bcrypt.hashSync('bench-passwor
 writeFileSync(path.join(creds, 'keys'), 'bench:bench-key-0000000000001\n');
 const { publicKey, privateKey } = await generateKeyPair('ES256');
 writeFileSync(path.join(creds, 'jwt.pem'), await exportSPKI(publicKey));
+const rsa = await generateKeyPair('RS256');
+writeFileSync(path.join(creds, 'jwt-rs.pem'), await exportSPKI(rsa.publicKey));
+const rsToken = await new SignJWT({ sub: 'bench' })
+  .setProtectedHeader({ alg: 'RS256' })
+  .setIssuer('bench-issuer')
+  .setAudience('bench-api')
+  .setExpirationTime('2h')
+  .sign(rsa.privateKey);
 const token = await new SignJWT({ sub: 'bench' })
   .setProtectedHeader({ alg: 'ES256' })
   .setIssuer('bench-issuer')
@@ -89,8 +97,8 @@ const token = await new SignJWT({ sub: 'bench' })
   .setExpirationTime('2h')
   .sign(privateKey);
 
-const jwt = (cache: boolean) =>
-  `{ jwt: { public_key: "${creds}/jwt.pem", issuer: bench-issuer, audience: bench-api, cache: ${cache} } }`;
+const jwt = (cache: boolean, pem = 'jwt.pem') =>
+  `{ jwt: { public_key: "${creds}/${pem}", issuer: bench-issuer, audience: bench-api, cache: ${cache} } }`;
 const sluice = await startSluiceWith(
   tmp,
   'sluice',
@@ -106,6 +114,7 @@ routes:
   - { name: basic, match: { path: /basic }, upstream: up, strip_prefix: true, auth: { basic: { users: "${creds}/users" }, identity_header: X-User } }
   - { name: jwt, match: { path: /jwt }, upstream: up, strip_prefix: true, auth: ${jwt(true)} }
   - { name: jwt-nocache, match: { path: /jwtv }, upstream: up, strip_prefix: true, auth: ${jwt(false)} }
+  - { name: jwt-rs-nocache, match: { path: /jwtrs }, upstream: up, strip_prefix: true, auth: ${jwt(false, 'jwt-rs.pem')} }
 `,
   { readyPath: '/plain/small' },
 );
@@ -147,6 +156,11 @@ const cases: Case[] = [
     name: 'JWT ES256, verified every request',
     path: '/jwtv/small',
     script: headerScript('jwtv', 'Authorization', `Bearer ${token}`),
+  },
+  {
+    name: 'JWT RS256, verified every request',
+    path: '/jwtrs/small',
+    script: headerScript('jwtrs', 'Authorization', `Bearer ${rsToken}`),
   },
 ];
 
@@ -249,6 +263,10 @@ const checks: [string, number][] = [
   ['basic (bcrypt, cached)', await perCheck('basic', { authorization: basicAuth }, 200_000)],
   ['JWT ES256, token cache', await perCheck('jwt', bearer, 1_000_000)],
   ['JWT ES256, verified every request', await perCheck('jwt-nocache', bearer, 5_000)],
+  [
+    'JWT RS256, verified every request',
+    await perCheck('jwt-rs-nocache', { authorization: `Bearer ${rsToken}` }, 5_000),
+  ],
 ];
 // A bcrypt verification that is not cached (a client's first request, or after 60 s).
 {
