@@ -10,7 +10,14 @@
 import { createPublicKey, hash, type KeyObject, scrypt, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import bcrypt from 'bcryptjs';
-import { createRemoteJWKSet, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  type JWTPayload,
+  type JWTVerifyOptions,
+  errors as joseErrors,
+  jwtVerify,
+} from 'jose';
 import { GatewayError } from '../errors.ts';
 import { keyHash, type PasswordHash } from './credentials.ts';
 
@@ -196,11 +203,18 @@ export interface JwtSettings {
 
 /** Longest a verified token stays in the cache (a JWKS key rotation applies within this). */
 export const TOKEN_CACHE_MS = 300_000;
+/** While the JWKS server cannot be reached, the last key set it gave is used this long before asking again. */
+export const STALE_JWKS_MS = 30_000;
+
+type LocalJwks = ReturnType<typeof createLocalJWKSet>;
 
 export class JwtAuthenticator implements Authenticator {
   readonly credentialHeader = 'authorization';
   readonly #s: JwtSettings;
   readonly #key: KeyObject | ReturnType<typeof createRemoteJWKSet>;
+  readonly #remote: ReturnType<typeof createRemoteJWKSet> | undefined;
+  /** The last key set fetched, used while the JWKS server cannot be reached (stale-if-error). */
+  #stale: { readonly set: LocalJwks; readonly until: number } | undefined;
   readonly #cache: VerifiedCache | undefined;
   /** Verifications under way by token (with the cache on): concurrent requests share one. */
   readonly #pending = new Map<string, Promise<AuthResult>>();
@@ -208,13 +222,15 @@ export class JwtAuthenticator implements Authenticator {
 
   constructor(s: JwtSettings) {
     this.#s = s;
-    this.#key =
-      s.publicKey ??
-      createRemoteJWKSet(new URL(s.jwks as string), {
-        timeoutDuration: s.jwksTimeoutMs,
-        cooldownDuration: 30_000,
-        cacheMaxAge: s.jwksCacheMs,
-      });
+    this.#remote =
+      s.publicKey === undefined
+        ? createRemoteJWKSet(new URL(s.jwks as string), {
+            timeoutDuration: s.jwksTimeoutMs,
+            cooldownDuration: 30_000,
+            cacheMaxAge: s.jwksCacheMs,
+          })
+        : undefined;
+    this.#key = s.publicKey ?? (this.#remote as ReturnType<typeof createRemoteJWKSet>);
     this.#cache = s.cache ? new VerifiedCache(VERIFIED_CACHE_ENTRIES) : undefined;
     this.#challenge = 'Bearer';
   }
@@ -245,19 +261,21 @@ export class JwtAuthenticator implements Authenticator {
     const pending = this.#pending.get(token);
     if (pending !== undefined) return pending;
     const s = this.#s;
-    const options = {
+    const options: JWTVerifyOptions = {
       issuer: s.issuer as string | string[],
       audience: s.audience as string | string[],
       clockTolerance: s.leewaySec,
       algorithms: s.algorithms as string[] | undefined,
     };
-    const verified =
-      this.#key instanceof Function
-        ? jwtVerify(token, this.#key, options)
-        : jwtVerify(token, this.#key, options);
+    const stale = this.#stale !== undefined && now < this.#stale.until ? this.#stale.set : undefined;
+    let verified: Promise<{ payload: JWTPayload }>;
+    if (stale !== undefined) verified = jwtVerify(token, stale, options);
+    else if (this.#key instanceof Function) verified = jwtVerify(token, this.#key, options);
+    else verified = jwtVerify(token, this.#key, options);
     const result = verified.then(
       ({ payload }) => this.#accept(route, token, payload),
-      (err: unknown) => this.#refuse(route, err),
+      (err: unknown) =>
+        stale !== undefined ? this.#refuseStale(route, err) : this.#unreachable(route, token, options, err),
     );
     if (this.#cache === undefined) return result;
     this.#pending.set(token, result);
@@ -278,6 +296,39 @@ export class JwtAuthenticator implements Authenticator {
         this.#cache.set(token, identity, until);
     }
     return identity;
+  }
+
+  /**
+   * A failure with the live JWKS: when the server could not be reached and a key set was fetched
+   * before, the token is verified against that one (and it is used, without asking the server, for
+   * STALE_JWKS_MS); else the failure as it is.
+   */
+  #unreachable(
+    route: string,
+    token: string,
+    options: JWTVerifyOptions,
+    err: unknown,
+  ): AuthResult | Promise<AuthResult> {
+    const refused = this.#refuse(route, err);
+    const last = refused.code === 'auth-unavailable' ? this.#remote?.jwks() : undefined;
+    if (last === undefined) return refused;
+    const set = createLocalJWKSet(last);
+    this.#stale = { set, until: Date.now() + STALE_JWKS_MS };
+    return jwtVerify(token, set, options).then(
+      ({ payload }) => this.#accept(route, token, payload),
+      (e: unknown) => this.#refuseStale(route, e),
+    );
+  }
+
+  /** With the last key set while the server is unreachable, an unknown key may be a new one: 503. */
+  #refuseStale(route: string, err: unknown): GatewayError {
+    if ((err as { code?: string })?.code === 'ERR_JWKS_NO_MATCHING_KEY')
+      return this.#unavailable(
+        route,
+        'the JWKS cannot be fetched and no key it gave before matches the token',
+        err,
+      );
+    return this.#refuse(route, err);
   }
 
   #refuse(route: string, err: unknown): GatewayError {

@@ -21,6 +21,7 @@ import {
   problemOf,
   rawRequest,
   send,
+  sleep,
   startHttpServer,
   startTestGateway,
   type TestGateway,
@@ -591,4 +592,48 @@ routes:
   };
   assert.deepEqual([await get('/in'), await get('/out'), await get('/v4only')], [200, 403, 403]);
   assert.equal(up.count(), 1);
+});
+
+test('a JWKS server that goes down after a first fetch: the keys it gave keep verifying tokens (stale-if-error), bounded waits', async (t) => {
+  const up = await countingUpstream(t);
+  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  const jwks = await jwksServer(t, [{ ...(await exportJWK(publicKey)), kid: 'e1', alg: 'ES256' }]);
+  const gw = await startTestGateway(`
+upstreams:
+  u: { targets: ["${up.url}"] }
+routes:
+  - name: api
+    upstream: u
+    auth: { jwt: { jwks: "${jwks.url}", issuer: iss, audience: aud, jwks_timeout: 300ms, jwks_cache: 200ms, cache: false } }
+`);
+  t.after(() => gw.close());
+  const token = async (kid = 'e1') =>
+    new SignJWT({ sub: 's' })
+      .setProtectedHeader({ alg: 'ES256', kid })
+      .setIssuer('iss')
+      .setAudience('aud')
+      .setExpirationTime('5m')
+      .sign(privateKey);
+  const call = async (tok: string) => {
+    const started = performance.now();
+    const r = await fetch(gw.url('/'), { headers: { authorization: `Bearer ${tok}` } });
+    await r.text();
+    return { status: r.status, ms: performance.now() - started };
+  };
+  assert.equal((await call(await token())).status, 200);
+  assert.equal(jwks.state.fetches, 1);
+  jwks.state.hang = true;
+  await sleep(300); // the fetched set is now older than jwks_cache
+  const first = await call(await token());
+  assert.equal(first.status, 200, 'verified with the last key set');
+  assert.ok(first.ms >= 250 && first.ms < 2_000, `the first request waited ${first.ms.toFixed(0)} ms`);
+  const second = await call(await token());
+  assert.equal(second.status, 200);
+  assert.ok(second.ms < 250, `later requests do not wait for the server (${second.ms.toFixed(0)} ms)`);
+  assert.equal(jwks.state.fetches, 2, 'the server is not asked again meanwhile');
+  // An unknown kid cannot be checked while the server is down: 503, not 401.
+  const unknown = await fetch(gw.url('/'), { headers: { authorization: `Bearer ${await token('e2')}` } });
+  assert.equal(unknown.status, 503);
+  assert.match((await problemOf(unknown)).detail, /no key it gave before matches/);
+  assert.equal(up.count(), 3);
 });
