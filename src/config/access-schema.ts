@@ -149,11 +149,9 @@ export const accessShape = {
 export const accessDefaultsShape = {
   allow: cidrs('`allow` of every route that sets none (docs/access.md).').optional(),
   deny: cidrs('`deny` of every route that sets none.').optional(),
-  auth: authSchema
-    .optional()
-    .meta({
-      description: '`auth` of every route that sets none; a route switches it off with `auth: false`.',
-    }),
+  auth: authSchema.optional().meta({
+    description: '`auth` of every route that sets none; a route switches it off with `auth: false`.',
+  }),
   rate_limit: rateLimitSchema.optional().meta({
     description:
       '`rate_limit` of every route that sets none (a route switches it off with `rate_limit: false`); each route has its own buckets.',
