@@ -207,6 +207,39 @@ export const TOKEN_CACHE_MS = 300_000;
 export const STALE_JWKS_MS = 30_000;
 
 type LocalJwks = ReturnType<typeof createLocalJWKSet>;
+export type RemoteJwks = ReturnType<typeof createRemoteJWKSet>;
+
+/**
+ * Remote key sets by URL and settings, shared by every route that names the same JWKS (one fetch and
+ * one cache for all of them). A runtime's pool takes over the sets of the previous runtime that it
+ * still uses, so a reload does not fetch them again; the others are dropped with the old runtime.
+ */
+export class JwksPool {
+  #previous: JwksPool | undefined;
+  readonly sets = new Map<string, RemoteJwks>();
+
+  constructor(previous?: JwksPool) {
+    this.#previous = previous;
+  }
+
+  get(s: JwtSettings): RemoteJwks {
+    const id = `${s.jwks} ${s.jwksTimeoutMs} ${s.jwksCacheMs}`;
+    let set = this.sets.get(id) ?? this.#previous?.sets.get(id);
+    if (set === undefined)
+      set = createRemoteJWKSet(new URL(s.jwks as string), {
+        timeoutDuration: s.jwksTimeoutMs,
+        cooldownDuration: 30_000,
+        cacheMaxAge: s.jwksCacheMs,
+      });
+    this.sets.set(id, set);
+    return set;
+  }
+
+  /** Lets go of the previous pool once every route took what it needs (no chain across reloads). */
+  seal(): void {
+    this.#previous = undefined;
+  }
+}
 
 export class JwtAuthenticator implements Authenticator {
   readonly credentialHeader = 'authorization';
@@ -220,16 +253,9 @@ export class JwtAuthenticator implements Authenticator {
   readonly #pending = new Map<string, Promise<AuthResult>>();
   readonly #challenge: string;
 
-  constructor(s: JwtSettings) {
+  constructor(s: JwtSettings, pool?: JwksPool) {
     this.#s = s;
-    this.#remote =
-      s.publicKey === undefined
-        ? createRemoteJWKSet(new URL(s.jwks as string), {
-            timeoutDuration: s.jwksTimeoutMs,
-            cooldownDuration: 30_000,
-            cacheMaxAge: s.jwksCacheMs,
-          })
-        : undefined;
+    this.#remote = s.publicKey === undefined ? (pool ?? new JwksPool()).get(s) : undefined;
     this.#key = s.publicKey ?? (this.#remote as ReturnType<typeof createRemoteJWKSet>);
     this.#cache = s.cache ? new VerifiedCache(VERIFIED_CACHE_ENTRIES) : undefined;
     this.#challenge = 'Bearer';

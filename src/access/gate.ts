@@ -12,7 +12,13 @@ import { hash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { type BlockList, isIP } from 'node:net';
 import { GatewayError } from '../errors.ts';
-import { ApiKeyAuthenticator, type Authenticator, BasicAuthenticator, JwtAuthenticator } from './auth.ts';
+import {
+  ApiKeyAuthenticator,
+  type Authenticator,
+  BasicAuthenticator,
+  type JwksPool,
+  JwtAuthenticator,
+} from './auth.ts';
 import { type Decision, type RateLimiter, type RatePolicy, rateLimitHeader } from './rate-limit.ts';
 import type { AccessSettings } from './settings.ts';
 
@@ -44,7 +50,7 @@ export class Gate {
   readonly #strip: readonly string[];
   readonly #identityHeader: string | undefined;
 
-  constructor(route: string, s: AccessSettings, limiter: RateLimiter | undefined) {
+  constructor(route: string, s: AccessSettings, limiter: RateLimiter | undefined, jwks?: JwksPool) {
     this.#route = route;
     this.#allow = s.allow;
     this.#deny = s.deny;
@@ -56,7 +62,7 @@ export class Gate {
           ? new BasicAuthenticator(a.users, a.realm)
           : a.kind === 'api_key'
             ? new ApiKeyAuthenticator(a.keys, a.header)
-            : new JwtAuthenticator(a);
+            : new JwtAuthenticator(a, jwks);
     this.#policy = s.rateLimit;
     this.#limiter = s.rateLimit && limiter;
     this.#prefix = `${route}:`;

@@ -2,6 +2,7 @@
  * The compiled, per-route view the data plane runs on: built once per config load (and per reload),
  * so a request only reads precomputed values.
  */
+import { JwksPool } from '../access/auth.ts';
 import { Gate } from '../access/gate.ts';
 import { LocalRateLimiter, type RateLimiter } from '../access/rate-limit.ts';
 import { RedisRateLimiter } from '../access/redis-rate-limiter.ts';
@@ -40,6 +41,8 @@ export interface Runtime {
   readonly table: RouteMatcher<RouteRuntime>;
   /** Where the rate-limit buckets live (kept across reloads while the store stays); undefined: no limits. */
   readonly limiter: RateLimiter | undefined;
+  /** JWKS fetched for `auth.jwt.jwks`, by URL: shared by the routes and kept across reloads. */
+  readonly jwks: JwksPool;
 }
 
 /** Rate-limit buckets: in Redis when the store is Redis (shared by instances), else in this process. */
@@ -59,6 +62,7 @@ export function buildRuntime(
   logger?: Logger,
 ): Runtime {
   const limiter = limiterFor(config, previous, logger);
+  const jwks = new JwksPool(previous?.jwks);
   const upstreams = new Map<string, Upstream>();
   for (const u of Object.values(config.upstreams)) {
     const connectBackstop = Math.max(
@@ -88,8 +92,9 @@ export function buildRuntime(
         ? (upstreams.get(route.upstream) as Upstream).retryBudgetFor(route.name, route.retry.budget)
         : undefined,
       recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0, p5: 0 },
-      gate: route.access && new Gate(route.name, route.access, limiter),
+      gate: route.access && new Gate(route.name, route.access, limiter, jwks),
     }),
   );
-  return { config, routes, upstreams, table: buildRouteTable(routes), limiter };
+  jwks.seal();
+  return { config, routes, upstreams, table: buildRouteTable(routes), limiter, jwks };
 }

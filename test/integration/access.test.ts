@@ -637,3 +637,36 @@ routes:
   assert.match((await problemOf(unknown)).detail, /no key it gave before matches/);
   assert.equal(up.count(), 3);
 });
+
+test('routes naming the same JWKS share one fetch, and a reload keeps the fetched set', async (t) => {
+  const up = await countingUpstream(t);
+  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  const jwks = await jwksServer(t, [{ ...(await exportJWK(publicKey)), kid: 'p1', alg: 'ES256' }]);
+  const yaml = `listen: 127.0.0.1:0
+upstreams:
+  u: { targets: ["${up.url}"] }
+defaults:
+  auth: { jwt: { jwks: "${jwks.url}", issuer: iss, audience: aud } }
+routes:
+  - { name: a, match: { path: /a }, upstream: u }
+  - { name: b, match: { path: /b }, upstream: u }
+`;
+  const gw = await startTestGateway(yaml.replace('listen: 127.0.0.1:0\n', ''));
+  t.after(() => gw.close());
+  const token = await new SignJWT({ sub: 's' })
+    .setProtectedHeader({ alg: 'ES256', kid: 'p1' })
+    .setIssuer('iss')
+    .setAudience('aud')
+    .setExpirationTime('5m')
+    .sign(privateKey);
+  const status = async (path: string) => {
+    const r = await fetch(gw.url(path), { headers: { authorization: `Bearer ${token}` } });
+    await r.text();
+    return r.status;
+  };
+  assert.deepEqual(await Promise.all([status('/a'), status('/b')]), [200, 200]);
+  assert.equal(jwks.state.fetches, 1);
+  gw.sluice.reload(loadConfigText(yaml, 'test.yaml'));
+  assert.deepEqual([await status('/a'), await status('/b')], [200, 200]);
+  assert.equal(jwks.state.fetches, 1, 'the reload did not fetch the JWKS again');
+});
