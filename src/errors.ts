@@ -22,6 +22,9 @@ export type Outcome =
   | 'no_route'
   | 'rejected'
   | 'shutdown'
+  | 'forbidden'
+  | 'unauthorized'
+  | 'rate_limited'
   | 'job_completed'
   | 'job_failed'
   | 'job_cancelled';
@@ -47,7 +50,11 @@ export type ErrorCode =
   | 'result-too-large'
   | 'store-unavailable'
   | 'budget-exhausted'
-  | 'shutting-down';
+  | 'shutting-down'
+  | 'forbidden'
+  | 'unauthorized'
+  | 'auth-unavailable'
+  | 'rate-limited';
 
 interface Kind {
   status: number;
@@ -183,6 +190,30 @@ const KINDS: Record<ErrorCode, Kind> = {
     message: 'Service unavailable: the gateway is shutting down; retry',
     outcome: 'shutdown',
   },
+  forbidden: {
+    status: 403,
+    title: 'Forbidden',
+    message: 'Forbidden: this client address may not use this route',
+    outcome: 'forbidden',
+  },
+  unauthorized: {
+    status: 401,
+    title: 'Unauthorized',
+    message: 'Unauthorized: valid credentials are required for this route',
+    outcome: 'unauthorized',
+  },
+  'auth-unavailable': {
+    status: 503,
+    title: 'Authentication unavailable',
+    message: 'Service unavailable: the keys to verify the credentials could not be fetched; retry',
+    outcome: 'unauthorized',
+  },
+  'rate-limited': {
+    status: 429,
+    title: 'Rate limited',
+    message: 'Too many requests: slow down and retry after Retry-After',
+    outcome: 'rate_limited',
+  },
 };
 
 /** RFC 9209 error tokens used in Proxy-Status. */
@@ -213,6 +244,8 @@ export interface GatewayErrorInit {
   timeoutMs?: number;
   proxyError?: ProxyErrorToken;
   retryAfter?: number;
+  /** More response headers, flat (WWW-Authenticate, RateLimit, …). */
+  headers?: readonly string[];
   cause?: unknown;
 }
 
@@ -230,6 +263,7 @@ export class GatewayError extends Error {
   readonly timeoutMs: number | undefined;
   readonly proxyError: ProxyErrorToken | undefined;
   readonly retryAfter: number | undefined;
+  readonly headers: readonly string[] | undefined;
 
   constructor(code: ErrorCode, init: GatewayErrorInit) {
     super(init.detail, init.cause === undefined ? undefined : { cause: init.cause });
@@ -247,6 +281,7 @@ export class GatewayError extends Error {
     this.timeoutMs = init.timeoutMs;
     this.proxyError = init.proxyError ?? (kind.status === 500 ? 'proxy_internal_error' : undefined);
     this.retryAfter = init.retryAfter;
+    this.headers = init.headers;
   }
 }
 
@@ -428,6 +463,7 @@ export function sendProblem(
   const ps = proxyStatus(err);
   if (ps) headers.push('proxy-status', ps);
   if (err.retryAfter !== undefined) headers.push('retry-after', String(err.retryAfter));
+  if (err.headers) headers.push(...err.headers);
   if (extras.headers) headers.push(...extras.headers);
   // HTTP/2 has no Connection header (the stream ends; a GOAWAY would end the connection).
   if (close && res.req?.httpVersionMajor !== 2) headers.push('connection', 'close');

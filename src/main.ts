@@ -3,6 +3,7 @@
  * config, and takes it down again in reverse order.
  */
 
+import { rateLimitStoreErrors } from './access/redis-rate-limiter.ts';
 import { AdminServer } from './admin/admin-server.ts';
 import { adminApi, type ReloadResult } from './admin/api.ts';
 import { dashboardRoutes } from './admin/dashboard.ts';
@@ -291,6 +292,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   observability.setProviders({
     viewers: () => ({ connected: events.size, dropped: events.dropped }),
     tunnels: () => openTunnels + fromWorkers((s) => s.tunnels),
+    rateLimitStoreErrors: () => rateLimitStoreErrors,
     jobStoreUp: gateway.jobs ? () => (gateway.jobs?.storeUp ? 1 : 0) : undefined,
     cache: cacheFigures,
     workers: pool

@@ -4,7 +4,9 @@
  * config. Everything is read from the gateway's runtime and observability at request time; nothing
  * here is on the data path. Every error is problem+json; `json()` sets `Cache-Control: no-store`.
  */
+
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { accessView } from '../access/settings.ts';
 import { ConfigError, type ConfigIssue } from '../config/errors.ts';
 import { loadConfigObject } from '../config/load.ts';
 import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolve.ts';
@@ -177,6 +179,8 @@ function routeView(
     compress: route.compress
       ? { algorithms: route.compress.algorithms, min_size: route.compress.minSize }
       : null,
+    /** allow/deny, auth (kind and file, never credentials) and rate_limit (SPEC §13). */
+    access: accessView(route.access),
     /** Jobs of this route by status (refreshed every few seconds), while it uses async offload. */
     jobs: route.async ? (jobs?.[route.name] ?? null) : null,
     stats: {

@@ -6,6 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createSecureContext } from 'node:tls';
+import { buildBlockList } from '../access/client-address.ts';
+import { type AccessSettings, resolveAccess } from '../access/settings.ts';
 import { redisStoreProblem } from '../jobs/redis-job-store.ts';
 import { logFormatProblem } from '../observability/log-format.ts';
 import { type AlertCondition, parseAlertCondition } from './alert-condition.ts';
@@ -122,6 +124,8 @@ export interface EffectiveRoute {
   readonly compress?: CompressConfig;
   /** Header edits, Host and path rewrite (SPEC §13), when the route has any. */
   readonly shape?: EffectiveShape;
+  /** allow/deny, auth and rate_limit (SPEC §13; route, else defaults), credentials read at load. */
+  readonly access?: AccessSettings;
 }
 
 export interface CacheConfig {
@@ -428,6 +432,7 @@ export function resolveConfig(
           })
         : undefined,
       shape,
+      access: resolveAccess(r, file.defaults, ['routes', i], lineOf, issues),
     } satisfies EffectiveRoute);
   });
   const routeNames = new Set(file.routes.map((r) => r.name));
@@ -473,6 +478,14 @@ export function resolveConfig(
       address: parseListen(l.address),
       tls: pairs && Object.freeze(pairs.map((p) => Object.freeze({ ...p }))),
     });
+  });
+  file.client.trusted_proxies.forEach((c, i) => {
+    try {
+      buildBlockList([c]);
+    } catch (err) {
+      const where = ['client', 'trusted_proxies', i];
+      issues.push({ path: formatKey(where), line: lineOf(where), message: (err as Error).message });
+    }
   });
   const admin = parseListen(file.admin.listen);
   if (!file.admin.token && !isLoopback(admin.host)) {

@@ -4,6 +4,7 @@
  * user documentation. Adding a config section means adding it here and resolving it in resolve.ts.
  */
 import { z } from 'zod';
+import { accessDefaultsShape, accessShape } from './access-schema.ts';
 import { LINT_CODE_NAMES } from './lint-codes.ts';
 import { DURATION_PATTERN, parseDuration, parseSize, SIZE_PATTERN } from './units.ts';
 
@@ -393,6 +394,7 @@ const route = z.strictObject({
   headers: headers.optional(),
   host: hostMode.optional(),
   rewrite: rewrite.optional(),
+  ...accessShape,
 });
 
 const client = z
@@ -494,6 +496,7 @@ export const configSchema = z.strictObject({
       compress: compress.optional(),
       headers: headers.optional(),
       host: hostMode.optional(),
+      ...accessDefaultsShape,
     })
     .prefault({}),
   chain: z

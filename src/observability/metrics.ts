@@ -59,6 +59,8 @@ export interface MetricProviders {
   jobStoreUp?: () => number;
   /** WebSocket (Upgrade) tunnels open now. */
   tunnels?: () => number;
+  /** Requests the Redis rate limiter let through because Redis could not answer (fail open). */
+  rateLimitStoreErrors?: () => number;
   /** Live views on GET /api/events: connected now, and dropped for not reading since start. */
   viewers?: () => { connected: number; dropped: number };
   /** The response cache: requests by route and result, and the store's entries, bytes and evictions. */
@@ -143,6 +145,8 @@ export class RouteSeries {
   readonly timeouts = new Float64Array(PHASES.length);
   /** Timeouts and sheds that only a client's shorter x-timeout-ms caused (budget_source: client). */
   clientBudget = 0;
+  /** Requests refused by the route's rate limit (outcome rate_limited, SPEC §13). */
+  rateLimited = 0;
   readonly timing = new Map<string, HistogramCell>();
   /** Finished jobs by outcome (`job_completed`, `job_failed`, `job_cancelled`). */
   readonly jobs = new Map<string, JobCell>();
@@ -178,7 +182,7 @@ export class RouteSeries {
     if (e.outcome === 'timeout' || e.outcome === 'shed') {
       if (e.budget_source === 'client') this.clientBudget++;
       else if (e.outcome === 'timeout') this.timeouts[PHASE_INDEX[e.phase ?? 'total'] ?? 4]++;
-    }
+    } else if (e.outcome === 'rate_limited') this.rateLimited++;
     const t = e.upstream_timing;
     if (t !== undefined) {
       for (const name in t) {
@@ -470,6 +474,16 @@ export class Metrics {
             if (s.timeouts[i] > 0) this.inc({ route: s.route, phase: PHASES[i] }, s.timeouts[i]);
       },
     });
+    new Counter({
+      name: 'sluice_rate_limited_total',
+      help: 'Requests refused with 429 rate-limited by the route rate limit, per route.',
+      labelNames: ['route'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of series.values()) if (s.rateLimited > 0) this.inc({ route: s.route }, s.rateLimited);
+      },
+    });
     new CellHistogram(
       'sluice_upstream_server_timing_seconds',
       'Durations the upstream reported in its Server-Timing header, per route and entry name.',
@@ -629,6 +643,17 @@ export class Metrics {
         registers,
         collect() {
           this.set(providers().tunnels?.() ?? 0);
+        },
+      });
+    }
+    if (p.rateLimitStoreErrors && !this.registry.getSingleMetric('sluice_rate_limit_store_errors_total')) {
+      new Counter({
+        name: 'sluice_rate_limit_store_errors_total',
+        help: 'Requests allowed without a rate-limit decision because the Redis store could not answer in time (fail open).',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(providers().rateLimitStoreErrors?.() ?? 0);
         },
       });
     }

@@ -2,7 +2,12 @@
  * The compiled, per-route view the data plane runs on: built once per config load (and per reload),
  * so a request only reads precomputed values.
  */
+import { JwksPool } from '../access/auth.ts';
+import { Gate } from '../access/gate.ts';
+import { LocalRateLimiter, type RateLimiter } from '../access/rate-limit.ts';
+import { RedisRateLimiter } from '../access/redis-rate-limiter.ts';
 import type { EffectiveConfig, EffectiveRoute, Timeouts } from '../config/resolve.ts';
+import type { Logger } from '../observability/logger.ts';
 import { buildRouteTable, type RouteMatcher } from '../routing/route-table.ts';
 import type { RetryBudget } from '../upstream/retry-budget.ts';
 import { Upstream, type UpstreamEvent } from '../upstream/upstream.ts';
@@ -28,6 +33,8 @@ export interface RouteRuntime {
   readonly recent: { p50: number; p5: number };
   /** Header edits, Host and rewrite (SPEC §13), compiled; PLAIN_SHAPE when the route has none. */
   readonly shape: Shape;
+  /** allow/deny, auth and rate limit (SPEC §13); undefined when the route has none of them. */
+  readonly gate: Gate | undefined;
 }
 
 export interface Runtime {
@@ -35,13 +42,30 @@ export interface Runtime {
   readonly routes: readonly RouteRuntime[];
   readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly table: RouteMatcher<RouteRuntime>;
+  /** Where the rate-limit buckets live (kept across reloads while the store stays); undefined: no limits. */
+  readonly limiter: RateLimiter | undefined;
+  /** JWKS fetched for `auth.jwt.jwks`, by URL: shared by the routes and kept across reloads. */
+  readonly jwks: JwksPool;
+}
+
+/** Rate-limit buckets: in Redis when the store is Redis (shared by instances), else in this process. */
+function limiterFor(config: EffectiveConfig, previous: Runtime | undefined, logger: Logger | undefined) {
+  if (!config.routes.some((r) => r.access?.rateLimit)) return undefined;
+  const redis = /^rediss?:\/\//.test(config.store) ? config.store : undefined;
+  const old = previous?.limiter;
+  if (redis === undefined) return old instanceof LocalRateLimiter ? old : new LocalRateLimiter();
+  if (old instanceof RedisRateLimiter && old.url === redis) return old;
+  return new RedisRateLimiter(redis, { logger });
 }
 
 export function buildRuntime(
   config: EffectiveConfig,
   previous?: Runtime,
   onEvent?: (event: UpstreamEvent) => void,
+  logger?: Logger,
 ): Runtime {
+  const limiter = limiterFor(config, previous, logger);
+  const jwks = new JwksPool(previous?.jwks);
   const upstreams = new Map<string, Upstream>();
   for (const u of Object.values(config.upstreams)) {
     const connectBackstop = Math.max(
@@ -73,7 +97,9 @@ export function buildRuntime(
         : undefined,
       recent: previous?.routes.find((r) => r.name === route.name)?.recent ?? { p50: 0, p5: 0 },
       shape: compileShape(route.shape, route.match.path, trusted),
+      gate: route.access && new Gate(route.name, route.access, limiter, jwks),
     }),
   );
-  return { config, routes, upstreams, table: buildRouteTable(routes) };
+  jwks.seal();
+  return { config, routes, upstreams, table: buildRouteTable(routes), limiter, jwks };
 }

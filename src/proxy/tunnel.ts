@@ -43,8 +43,16 @@ export function answerRaw(socket: Duplex, err: GatewayError, requestId: string, 
   const ps = proxyStatus(err);
   socket.end(
     `HTTP/1.1 ${err.status} ${err.title}\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-request-id: ${requestId}\r\ncache-control: no-store\r\n${ps ? `proxy-status: ${ps}\r\n` : ''}connection: close\r\n\r\n${body}`,
+      `x-request-id: ${requestId}\r\ncache-control: no-store\r\n${ps ? `proxy-status: ${ps}\r\n` : ''}${extraHeaders(err)}connection: close\r\n\r\n${body}`,
   );
+}
+
+/** An error's own headers (WWW-Authenticate, Retry-After, RateLimit…) as raw header lines. */
+function extraHeaders(err: GatewayError): string {
+  let out = err.retryAfter === undefined ? '' : `retry-after: ${err.retryAfter}\r\n`;
+  const h = err.headers;
+  if (h) for (let i = 0; i < h.length; i += 2) out += `${h[i]}: ${h[i + 1]}\r\n`;
+  return out;
 }
 
 /** Tunnels open now, for the sluice_tunnels_open gauge. */

@@ -5,8 +5,10 @@
  */
 
 import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
-import { BlockList, isIPv6, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { peerAddress, TrustedProxies } from '../access/client-address.ts';
+import { type Admission, isRefused, type Verdict } from '../access/gate.ts';
 import { ResponseCache } from '../cache/cache.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import {
@@ -68,11 +70,6 @@ export interface GatewayOptions {
 
 const now = performance.now.bind(performance);
 
-function clientAddress(socket: Socket): string {
-  const a = socket.remoteAddress ?? '';
-  return a.startsWith('::ffff:') ? a.slice(7) : a;
-}
-
 /** The parts of an access-log line that every gateway-answered request has. */
 function answered(
   req: IncomingMessage,
@@ -96,18 +93,6 @@ function answered(
   };
 }
 
-function buildTrusted(cidrs: readonly string[]): BlockList | undefined {
-  if (cidrs.length === 0) return undefined;
-  const list = new BlockList();
-  for (const c of cidrs) {
-    const [addr, bits] = c.split('/');
-    const type = isIPv6(addr) ? 'ipv6' : 'ipv4';
-    if (bits === undefined) list.addAddress(addr, type);
-    else list.addSubnet(addr, Number(bits), type);
-  }
-  return list;
-}
-
 export class Gateway implements ExchangeHost {
   /** The first public listener's server (every one is in `listeners`). */
   readonly server: Server;
@@ -122,7 +107,7 @@ export class Gateway implements ExchangeHost {
   /** The response cache of every route with `cache` (one store under cache_size). */
   readonly cache: ResponseCache;
   #runtime: Runtime;
-  #trusted: BlockList | undefined;
+  #trusted: TrustedProxies;
   #inflight = 0;
   /** Exchanges not finished yet (their client has no complete response), for the end of a drain. */
   readonly #live = new Set<Exchange>();
@@ -149,7 +134,7 @@ export class Gateway implements ExchangeHost {
       this.logger[level]({ event: event.kind, ...event }, `upstream ${event.kind}`);
       options.onUpstreamEvent?.(event);
     };
-    this.#runtime = buildRuntime(config, undefined, this.#onUpstreamEvent);
+    this.#runtime = buildRuntime(config, undefined, this.#onUpstreamEvent, this.logger);
     this.jobs = config.routes.some((r) => r.async)
       ? new JobsHost(config, {
           logger: this.logger,
@@ -161,7 +146,7 @@ export class Gateway implements ExchangeHost {
         })
       : undefined;
     this.cache = new ResponseCache(config.cacheSize);
-    this.#trusted = buildTrusted(config.client.trusted_proxies);
+    this.#trusted = new TrustedProxies(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
     this.clientSendTimeoutMs = config.client.send_timeout;
     this.maxHeaders = config.client.max_headers;
@@ -228,7 +213,8 @@ export class Gateway implements ExchangeHost {
   /** Swaps in a new config; requests in flight finish on the config they started with. */
   reload(config: EffectiveConfig): void {
     const old = this.#runtime;
-    this.#runtime = buildRuntime(config, old, this.#onUpstreamEvent);
+    this.#runtime = buildRuntime(config, old, this.#onUpstreamEvent, this.logger);
+    if (old.limiter !== undefined && old.limiter !== this.#runtime.limiter) void old.limiter.close();
     if (this.jobs === undefined && config.routes.some((r) => r.async)) {
       this.jobs = new JobsHost(config, {
         logger: this.logger,
@@ -242,7 +228,7 @@ export class Gateway implements ExchangeHost {
     }
     for (const u of this.#runtime.upstreams.values()) u.start();
     this.cache.reload(config.cacheSize, new Set(config.routes.filter((r) => r.cache).map((r) => r.name)));
-    this.#trusted = buildTrusted(config.client.trusted_proxies);
+    this.#trusted = new TrustedProxies(config.client.trusted_proxies);
     this.clientBodyIdleMs = config.client.body_idle_timeout;
     this.clientSendTimeoutMs = config.client.send_timeout;
     // Client limits too (new connections pick up the size limit; the check interval stays as created).
@@ -381,6 +367,7 @@ export class Gateway implements ExchangeHost {
     // Background job calls get what is left of the grace period, then end `interrupted`.
     await this.jobs?.close(Math.max(0, graceMs - (performance.now() - stopAt)));
     await Promise.all([...this.#runtime.upstreams.values()].map((u) => u.close()));
+    await this.#runtime.limiter?.close();
     this.accessLog.flush();
   }
 
@@ -503,7 +490,57 @@ export class Gateway implements ExchangeHost {
         logPath,
       );
     }
+    // Access (SPEC §13): allow/deny → auth → rate limit, after the route match and before the body
+    // size; synchronous unless a check has to wait (bcrypt, a JWT signature, the Redis limiter).
+    const gate = rt.gate;
+    if (gate === undefined)
+      return this.#routed(
+        req,
+        res,
+        expectsContinue,
+        requestId,
+        startedAt,
+        target,
+        logPath,
+        filtered,
+        rt,
+        undefined,
+      );
+    const verdict = gate.check(req, this.clientAddress(req, filtered.incomingXff));
+    const gated = (v: Verdict) => {
+      if (isRefused(v)) return this.#early(req, res, requestId, startedAt, v, logPath, rt);
+      if (res.destroyed) {
+        // The client left while its credentials were being verified.
+        this.log(
+          answeredEntry(answered(req, requestId, startedAt, logPath, rt), 499, 'client_aborted', null),
+        );
+        return;
+      }
+      this.#routed(req, res, expectsContinue, requestId, startedAt, target, logPath, filtered, rt, v);
+    };
+    if (verdict instanceof Promise) void verdict.then(gated);
+    else gated(verdict);
+  }
 
+  /** The client's address: the peer, or what a trusted proxy says in X-Forwarded-For (allow/deny, rate limits). */
+  clientAddress(req: IncomingMessage, incomingXff: string | undefined): string {
+    return this.#trusted.clientOf(peerAddress(req.socket), incomingXff);
+  }
+
+  /** The rest of a routed request, once the access gate (if any) admitted it. */
+  #routed(
+    req: IncomingMessage,
+    res: ServerResponse,
+    expectsContinue: boolean,
+    requestId: string,
+    startedAt: number,
+    target: NonNullable<ReturnType<typeof parseTarget>>,
+    logPath: string,
+    filtered: ReturnType<typeof filterRequestHeaders>,
+    rt: RouteRuntime,
+    admission: Admission | undefined,
+  ): void {
+    const jobs = this.jobs;
     const cl = req.headers['content-length'];
     const chunked = req.headers['transfer-encoding'] !== undefined;
     if (cl !== undefined && Number(cl) > rt.maxBody) {
@@ -545,7 +582,9 @@ export class Gateway implements ExchangeHost {
         rt,
       );
     }
-    const headers = this.#forwardingHeaders(req, filtered, requestId, rt);
+    let headers = this.#forwardingHeaders(req, filtered, requestId, rt);
+    if (admission !== undefined && rt.gate?.rewritesHeaders)
+      headers = rt.gate.forwardHeaders(headers, admission);
 
     // Expect: 100-continue is answered here, once the request passed every check (a 413 never
     // invites the body); the upstream never sees Expect (undici does not support it).
@@ -608,8 +647,8 @@ export class Gateway implements ExchangeHost {
     rt: RouteRuntime,
   ): string[] {
     const headers = filtered.headers;
-    const addr = clientAddress(req.socket);
-    const trusted = this.#trusted?.check(addr, isIPv6(addr) ? 'ipv6' : 'ipv4') === true;
+    const addr = peerAddress(req.socket);
+    const trusted = this.#trusted.isTrusted(addr);
     headers.push(
       'x-forwarded-for',
       trusted && filtered.incomingXff ? `${filtered.incomingXff}, ${addr}` : addr,
@@ -684,18 +723,39 @@ export class Gateway implements ExchangeHost {
         logPath,
       );
     const path = upstreamPath + target.query;
-    tunnel({
-      rt,
-      req,
-      client: socket,
-      head,
-      requestId,
-      startedAt,
-      logPath,
-      path,
-      headers: this.#forwardingHeaders(req, filtered, requestId, rt),
-      log: (entry) => this.log(entry),
-    });
+    const open = (admission: Admission | undefined) => {
+      let headers = this.#forwardingHeaders(req, filtered, requestId, rt);
+      if (admission !== undefined && rt.gate?.rewritesHeaders)
+        headers = rt.gate.forwardHeaders(headers, admission);
+      tunnel({
+        rt,
+        req,
+        client: socket,
+        head,
+        requestId,
+        startedAt,
+        logPath,
+        path,
+        headers,
+        log: (entry) => this.log(entry),
+      });
+    };
+    // Access (SPEC §13): the same gate as any request of the route, at the same point.
+    const gate = rt.gate;
+    if (gate === undefined) return open(undefined);
+    const verdict = gate.check(req, this.clientAddress(req, filtered.incomingXff));
+    const gated = (v: Verdict) => {
+      if (isRefused(v)) return refuse(v, rt, logPath);
+      if (socket.destroyed) {
+        this.log(
+          answeredEntry(answered(req, requestId, startedAt, logPath, rt), 499, 'client_aborted', null),
+        );
+        return;
+      }
+      open(v);
+    };
+    if (verdict instanceof Promise) void verdict.then(gated);
+    else gated(verdict);
   }
 
   /** Starts the upstream exchange of a request (with the cache's tap on a cached route). */
