@@ -3,6 +3,7 @@
  * config, and takes it down again in reverse order.
  */
 
+import { LocalRateLimiter } from './access/rate-limit.ts';
 import { rateLimitStoreErrors } from './access/redis-rate-limiter.ts';
 import { AdminServer } from './admin/admin-server.ts';
 import { adminApi, type ReloadResult } from './admin/api.ts';
@@ -125,6 +126,8 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
   };
   // A shared SQLite store's messages from the workers, to this process's store.
   let receivePeer: ((msg: PeerMessage) => void) | undefined;
+  // With workers and no Redis, every process takes its rate-limit tokens from this one's buckets.
+  const sharedLimiter = config.workers > 1 ? new LocalRateLimiter() : undefined;
   // Requests finished by each process (0: this one), while there are workers.
   const perWorker: number[] = [0];
   const gateway = new Gateway(config, {
@@ -146,6 +149,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     },
     jobStore: options.jobStore,
     reusePort: config.workers > 1,
+    rateLimiter: sharedLimiter,
     queueDeliveries: config.workers > 1 ? queueShare(config) : undefined,
     jobPeers:
       config.workers > 1
@@ -273,6 +277,7 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
         queueDeliveries: queueShare(config),
         logger,
         onJobPeer: (msg) => receivePeer?.(msg),
+        rateLimiter: sharedLimiter,
         onEntries: (entries, index) => {
           for (const e of entries) {
             if (!isJobEnd(e.outcome)) perWorker[index] = (perWorker[index] ?? 0) + 1;

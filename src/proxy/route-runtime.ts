@@ -48,11 +48,20 @@ export interface Runtime {
   readonly jwks: JwksPool;
 }
 
-/** Rate-limit buckets: in Redis when the store is Redis (shared by instances), else in this process. */
-function limiterFor(config: EffectiveConfig, previous: Runtime | undefined, logger: Logger | undefined) {
+/**
+ * Rate-limit buckets: in Redis when the store is Redis (shared by instances), else `local` when the
+ * instance has workers (shared by its processes), else in this process.
+ */
+function limiterFor(
+  config: EffectiveConfig,
+  previous: Runtime | undefined,
+  logger: Logger | undefined,
+  local: RateLimiter | undefined,
+) {
   if (!config.routes.some((r) => r.access?.rateLimit)) return undefined;
   const redis = /^rediss?:\/\//.test(config.store) ? config.store : undefined;
   const old = previous?.limiter;
+  if (redis === undefined && local !== undefined) return local;
   if (redis === undefined) return old instanceof LocalRateLimiter ? old : new LocalRateLimiter();
   if (old instanceof RedisRateLimiter && old.url === redis) return old;
   return new RedisRateLimiter(redis, { logger });
@@ -63,8 +72,10 @@ export function buildRuntime(
   previous?: Runtime,
   onEvent?: (event: UpstreamEvent) => void,
   logger?: Logger,
+  /** Where buckets live when the store is not Redis, if not in this process alone (workers). */
+  localLimiter?: RateLimiter,
 ): Runtime {
-  const limiter = limiterFor(config, previous, logger);
+  const limiter = limiterFor(config, previous, logger, localLimiter);
   const jwks = new JwksPool(previous?.jwks);
   const upstreams = new Map<string, Upstream>();
   for (const u of Object.values(config.upstreams)) {

@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { peerAddress, TrustedProxies } from '../access/client-address.ts';
 import { type Admission, isRefused, type Verdict } from '../access/gate.ts';
+import type { RateLimiter } from '../access/rate-limit.ts';
 import { ResponseCache } from '../cache/cache.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import {
@@ -66,6 +67,11 @@ export interface GatewayOptions {
   queueDeliveries?: number;
   /** The instance's other processes, for a shared SQLite job store (JobsHostOptions.peers). */
   jobPeers?: JobPeers;
+  /**
+   * Rate-limit buckets shared by the instance's processes (workers) when the store is not Redis: the
+   * primary's LocalRateLimiter, or a worker's IpcRateLimiter asking it.
+   */
+  rateLimiter?: RateLimiter;
 }
 
 const now = performance.now.bind(performance);
@@ -134,7 +140,7 @@ export class Gateway implements ExchangeHost {
       this.logger[level]({ event: event.kind, ...event }, `upstream ${event.kind}`);
       options.onUpstreamEvent?.(event);
     };
-    this.#runtime = buildRuntime(config, undefined, this.#onUpstreamEvent, this.logger);
+    this.#runtime = buildRuntime(config, undefined, this.#onUpstreamEvent, this.logger, options.rateLimiter);
     this.jobs = config.routes.some((r) => r.async)
       ? new JobsHost(config, {
           logger: this.logger,
@@ -213,7 +219,7 @@ export class Gateway implements ExchangeHost {
   /** Swaps in a new config; requests in flight finish on the config they started with. */
   reload(config: EffectiveConfig): void {
     const old = this.#runtime;
-    this.#runtime = buildRuntime(config, old, this.#onUpstreamEvent, this.logger);
+    this.#runtime = buildRuntime(config, old, this.#onUpstreamEvent, this.logger, this.#options.rateLimiter);
     if (old.limiter !== undefined && old.limiter !== this.#runtime.limiter) void old.limiter.close();
     if (this.jobs === undefined && config.routes.some((r) => r.async)) {
       this.jobs = new JobsHost(config, {

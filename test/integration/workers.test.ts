@@ -164,6 +164,36 @@ routes: [{ name: r, match: { path: / }, upstream: u }]
     assert.equal(lines.length, 600);
   });
 
+  test('a rate limit is one bucket for the instance, whichever process each request reaches', async (t) => {
+    let reached = 0;
+    const up = await startHttpServer((_req, res) => {
+      reached++;
+      res.end('ok');
+    });
+    t.after(() => up.close());
+    const gw = await gatewayWith(
+      t,
+      `workers: 3
+upstreams: { u: { targets: ["${up.url}"] } }
+routes: [{ name: r, match: { path: / }, upstream: u, rate_limit: { rate: 1/m, burst: 10, key: route } }]
+`,
+    );
+    const answers = await many(gw.port, '/x', 40, 8);
+    const statuses = answers.map((a) => a.status);
+    assert.equal(statuses.filter((s) => s === 200).length, 10, JSON.stringify(statuses));
+    assert.equal(statuses.filter((s) => s === 429).length, 30);
+    assert.equal(reached, 10, 'refused requests never reach the upstream');
+    await until('40 requests counted', async () => {
+      const text = await metrics(gw);
+      return (
+        [0, 1, 2].reduce((n, i) => n + metric(text, `sluice_worker_requests_total{worker="${i}"}`), 0) === 40
+      );
+    });
+    const text = await metrics(gw);
+    const perWorker = [0, 1, 2].map((i) => metric(text, `sluice_worker_requests_total{worker="${i}"}`));
+    assert.ok(perWorker.filter((n) => n > 0).length >= 2, `served by several processes: ${perWorker}`);
+  });
+
   test('a worker killed with -9 is replaced (logged) while requests keep succeeding', async (t) => {
     const up = await startHttpServer((_req, res) => res.end('ok'));
     t.after(() => up.close());

@@ -11,6 +11,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { Decision, RateLimiter } from '../../access/rate-limit.ts';
 import type { EffectiveConfig } from '../../config/resolve.ts';
 import type { PeerMessage } from '../../jobs/sqlite-job-store.ts';
 import type { AccessLogEntry } from '../../observability/access-log.ts';
@@ -36,6 +37,8 @@ export interface WorkerPoolOptions {
   readonly logger: Logger;
   /** A batch of finished requests from worker `index` (1…count). */
   readonly onEntries: (entries: readonly AccessLogEntry[], index: number) => void;
+  /** The instance's rate-limit buckets, which workers' requests take their tokens from. */
+  readonly rateLimiter?: RateLimiter;
   /** A shared SQLite store's peer message from worker `index` (already relayed to the others). */
   readonly onJobPeer?: (msg: PeerMessage) => void;
 }
@@ -160,6 +163,16 @@ export class WorkerPool {
           case 'snapshot':
             slot.snapshot = m.snapshot;
             break;
+          case 'rate': {
+            const { seq, key, policy } = m.request;
+            const answer = (decision: Decision) =>
+              child.connected && child.send({ type: 'rate-result', seq, decision } satisfies ToWorker);
+            const d = this.#o.rateLimiter?.take(key, policy);
+            if (d === undefined) answer({ allowed: true, remaining: 0, resetMs: 0, retryAfterMs: 0 });
+            else if (d instanceof Promise) void d.then(answer);
+            else answer(d);
+            break;
+          }
           case 'job-peer':
             this.broadcast(m, slot.index);
             this.#o.onJobPeer?.(m.msg);

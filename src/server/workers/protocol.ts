@@ -8,9 +8,11 @@
  * those are made of (every finished request's access-log entry, in batches) and a snapshot of their
  * gauges once a second; it sends them config changes, cache purges and the routes' recent latency.
  */
+import type { Decision } from '../../access/rate-limit.ts';
 import type { EffectiveConfig } from '../../config/resolve.ts';
 import type { PeerMessage } from '../../jobs/sqlite-job-store.ts';
 import type { AccessLogEntry } from '../../observability/access-log.ts';
+import type { RateRequest } from './ipc-rate-limiter.ts';
 
 /** A worker's gauges, summed by the primary with its own. */
 export interface WorkerSnapshot {
@@ -33,6 +35,8 @@ export type ToWorker =
   | { type: 'purge'; route: string | undefined; path: string | undefined }
   /** Each route's recent p50 and p5 (Retry-After of a 202, budget shedding), once a second. */
   | { type: 'recent'; routes: [string, number, number][] }
+  /** The primary's answer to a worker's rate-limit request. */
+  | { type: 'rate-result'; seq: number; decision: Decision }
   /** A job cancelled or ended in another process of the instance (a shared SQLite store). */
   | { type: 'job-peer'; msg: PeerMessage }
   /** Open the access-log file again by its path (SIGUSR1 to the primary, for logrotate). */
@@ -45,6 +49,8 @@ export type ToPrimary =
   /** Finished requests (and job ends, job-resource requests) since the last batch. */
   | { type: 'entries'; entries: AccessLogEntry[] }
   | { type: 'snapshot'; snapshot: WorkerSnapshot }
+  /** One token of a bucket kept by the primary (rate limits without Redis). */
+  | { type: 'rate'; request: RateRequest }
   /** A job this worker cancelled or ended: for the primary and the other workers. */
   | { type: 'job-peer'; msg: PeerMessage }
   /** Sent once the drain is done and every entry is flushed: the worker exits next. */

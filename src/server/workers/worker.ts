@@ -15,6 +15,7 @@ import { type AccessLogEntry, createAccessLog } from '../../observability/access
 import { createLogger } from '../../observability/logger.ts';
 import { openTunnels } from '../../proxy/tunnel.ts';
 import { Gateway } from '../gateway.ts';
+import { IpcRateLimiter } from './ipc-rate-limiter.ts';
 import type { ToPrimary, ToWorker, WorkerSnapshot } from './protocol.ts';
 
 /** Entries are sent when this many are waiting, or every BATCH_MS. */
@@ -66,6 +67,8 @@ export async function runWorker(): Promise<void> {
 
   let gateway: Gateway;
   let receivePeer: ((msg: PeerMessage) => void) | undefined;
+  // Rate-limit buckets live in the primary (shared by every process of the instance).
+  const limiter = new IpcRateLimiter((request) => void send({ type: 'rate', request }));
   try {
     gateway = new Gateway(config, {
       accessLog,
@@ -81,6 +84,7 @@ export async function runWorker(): Promise<void> {
       // whose lease ran out (a worker that died), like any other instance of a shared store.
       exclusiveRecovery: false,
       queueDeliveries: init.queueDeliveries,
+      rateLimiter: limiter,
       jobPeers: {
         publish: (msg) => void send({ type: 'job-peer', msg }),
         onMessage: (receive) => {
@@ -131,6 +135,9 @@ export async function runWorker(): Promise<void> {
         break;
       case 'job-peer':
         receivePeer?.(m.msg);
+        break;
+      case 'rate-result':
+        limiter.answer(m.seq, m.decision);
         break;
       case 'reopen-logs':
         accessLog.reopen?.();
