@@ -212,6 +212,20 @@ export class JobStoreError extends Error {
   override name = 'JobStoreError';
 }
 
+/**
+ * A held job whose `complete` or `fail` could not be written (the store is down) is no longer renewed:
+ * nobody will write its end, so its lease runs out and recovery settles it `interrupted` once the
+ * store is back (instead of a heartbeat keeping it `running` for ever). `held`: the store's renewed ids.
+ */
+export async function letGoOnFailure<T>(held: Set<string>, id: string, op: Promise<T>): Promise<T> {
+  try {
+    return await op;
+  } catch (err) {
+    if (err instanceof JobStoreError) held.delete(id);
+    throw err;
+  }
+}
+
 export function isStoreUnavailable(err: unknown): err is JobStoreError {
   return (err as { code?: unknown } | null)?.code === 'store-unavailable';
 }

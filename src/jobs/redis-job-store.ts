@@ -45,6 +45,7 @@ import {
   type JobStore,
   JobStoreError,
   type JobStoreOptions,
+  letGoOnFailure,
   type NewJob,
   type RecoverOptions,
   type RecoveryReport,
@@ -776,21 +777,7 @@ export class RedisJobStore implements JobStore {
     body: AsyncIterable<Buffer | Uint8Array> | Readable,
     owner?: string,
   ): Promise<CompleteOutcome> {
-    return this.#letGoOnFailure(id, this.#complete(id, head, body, owner));
-  }
-
-  /**
-   * A held job whose `complete` or `fail` could not be written (the store is down) is no longer renewed:
-   * nobody will write its end, so its lease runs out and recovery settles it `interrupted` once the
-   * store is back (instead of a heartbeat keeping it `running` for ever).
-   */
-  async #letGoOnFailure<T>(id: string, op: Promise<T>): Promise<T> {
-    try {
-      return await op;
-    } catch (err) {
-      if (err instanceof JobStoreError) this.#held.delete(id);
-      throw err;
-    }
+    return letGoOnFailure(this.#held, id, this.#complete(id, head, body, owner));
   }
 
   async #complete(
@@ -878,7 +865,7 @@ export class RedisJobStore implements JobStore {
   }
 
   fail(id: string, error: JobError, owner?: string): Promise<boolean> {
-    return this.#letGoOnFailure(id, this.#fail(id, error, owner));
+    return letGoOnFailure(this.#held, id, this.#fail(id, error, owner));
   }
 
   async #fail(id: string, error: JobError, owner?: string): Promise<boolean> {
