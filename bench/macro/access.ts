@@ -3,7 +3,8 @@
  * and one Sluice process with one route per case, all to the same upstream:
  *
  *   plain · allow list · local rate limit · API key · basic (cached verification) ·
- *   JWT ES256 with the verified-token cache · JWT ES256 and RS256 verified on every request (cache: false)
+ *   JWT ES256 with the verified-token cache · JWT ES256 and RS256 verified on every request (cache: false) ·
+ *   headers + regex rewrite + local rate limit (issue 16's ≤ 10 % case) · the same + JWT
  *
  *   npx node bench/macro/access.ts [--rounds 3] [--duration 3] [--connections 64] [--json out.json]
  *
@@ -97,6 +98,10 @@ const token = await new SignJWT({ sub: 'bench' })
   .setExpirationTime('2h')
   .sign(privateKey);
 
+// Issue 16's shaping case: three request headers set (one from a variable), one removed, one response
+// header set, and a regex rewrite.
+const SHAPE =
+  '{ request: { set: { X-Request-Start: "${request_id}", X-Env: prod, X-Tenant: acme }, remove: [Cookie] }, response: { set: { Strict-Transport-Security: "max-age=63072000" } } }';
 const jwt = (cache: boolean, pem = 'jwt.pem') =>
   `{ jwt: { public_key: "${creds}/${pem}", issuer: bench-issuer, audience: bench-api, cache: ${cache} } }`;
 const sluice = await startSluiceWith(
@@ -115,6 +120,8 @@ routes:
   - { name: jwt, match: { path: /jwt }, upstream: up, strip_prefix: true, auth: ${jwt(true)} }
   - { name: jwt-nocache, match: { path: /jwtv }, upstream: up, strip_prefix: true, auth: ${jwt(false)} }
   - { name: jwt-rs-nocache, match: { path: /jwtrs }, upstream: up, strip_prefix: true, auth: ${jwt(false, 'jwt-rs.pem')} }
+  - { name: shaped, match: { path: /shaped }, upstream: up, rewrite: { regex: "^/shaped/(.*)$", to: "/$1" }, rate_limit: { rate: 100000000/s, burst: 1000000 }, headers: ${SHAPE} }
+  - { name: shaped-jwt, match: { path: /sjwt }, upstream: up, rewrite: { regex: "^/sjwt/(.*)$", to: "/$1" }, rate_limit: { rate: 100000000/s, burst: 1000000, key: identity }, headers: ${SHAPE}, auth: ${jwt(true)} }
 `,
   { readyPath: '/plain/small' },
 );
@@ -161,6 +168,12 @@ const cases: Case[] = [
     name: 'JWT RS256, verified every request',
     path: '/jwtrs/small',
     script: headerScript('jwtrs', 'Authorization', `Bearer ${rsToken}`),
+  },
+  { name: 'headers + regex rewrite + local rate limit', path: '/shaped/small' },
+  {
+    name: 'headers + rewrite + rate limit by identity + JWT (token cache)',
+    path: '/sjwt/small',
+    script: headerScript('sjwt', 'Authorization', `Bearer ${token}`),
   },
 ];
 

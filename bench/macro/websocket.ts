@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer as createNetServer, connect as netConnect, type Socket } from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -39,6 +39,7 @@ const { values: flags } = parseArgs({
     rate: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '10' },
     upstream: { type: 'string' },
+    relay: { type: 'string' },
   },
 });
 
@@ -73,7 +74,26 @@ function runUpstream(port: number): void {
   server.listen(port, '127.0.0.1');
 }
 
-if (flags.upstream !== undefined) {
+/** A bare TCP relay (no parsing, no timers): what any Node proxy in the middle costs here. */
+function runRelay(port: number, to: number): void {
+  createNetServer((client) => {
+    client.setNoDelay(true);
+    const up = netConnect({ host: '127.0.0.1', port: to, noDelay: true });
+    client.pipe(up).pipe(client);
+    const done = () => {
+      client.destroy();
+      up.destroy();
+    };
+    client.on('error', done).on('close', done);
+    up.on('error', done).on('close', done);
+  }).listen(port, '127.0.0.1');
+}
+
+if (flags.relay !== undefined) {
+  const [port, to] = flags.relay.split(':').map(Number);
+  runRelay(port, to);
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => process.exit(0));
+} else if (flags.upstream !== undefined) {
   runUpstream(Number(flags.upstream));
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => process.exit(0));
 } else {
@@ -165,8 +185,23 @@ routes: [{ name: ws, match: { path: / }, upstream: ws }]
   const open2 = treeRssKiB(sluice.pid);
   log(`${tunnels} tunnels open: RSS ${before} → ${open1} → ${open2} KiB`);
 
+  // The same placement as Sluice (core 0) for a bare relay, so the table separates what crossing a
+  // process on the other core costs on this machine from what Sluice adds.
+  const relayPort = await freePort();
+  const relay = spawnPinned(
+    'relay',
+    PROXY_CORE,
+    NODE,
+    [import.meta.filename, '--relay', `${relayPort}:${upPort}`],
+    {
+      logFile: path.join(tmp, 'relay.log'),
+    },
+  );
+  await sleep(500);
   const direct = await echo(`ws://127.0.0.1:${upPort}/`, rate, seconds);
+  const relayed = await echo(`ws://127.0.0.1:${relayPort}/`, rate, seconds);
   const through = await echo(`ws://127.0.0.1:${port}/`, rate, seconds);
+  await relay.stop();
   for (const ws of sockets) ws.close();
   await sleep(500);
   await sluice.stop();
@@ -182,8 +217,10 @@ routes: [{ name: ws, match: { path: / }, upstream: ws }]
       ['echo at ' + rate + ' msg/s for ' + seconds + ' s', 'messages', 'p50 ms', 'p99 ms', 'max ms'],
       [
         ['direct', String(direct.n), f(direct.p50), f(direct.p99), f(direct.max)],
-        ['through Sluice', String(through.n), f(through.p50), f(through.p99), f(through.max)],
-        ['difference', '', f(through.p50 - direct.p50), f(through.p99 - direct.p99), ''],
+        ['bare TCP relay (core 0)', String(relayed.n), f(relayed.p50), f(relayed.p99), f(relayed.max)],
+        ['through Sluice (core 0)', String(through.n), f(through.p50), f(through.p99), f(through.max)],
+        ['Sluice − direct', '', f(through.p50 - direct.p50), f(through.p99 - direct.p99), ''],
+        ['Sluice − bare relay', '', f(through.p50 - relayed.p50), f(through.p99 - relayed.p99), ''],
       ],
     ),
   );
