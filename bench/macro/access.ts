@@ -100,9 +100,7 @@ const token = await new SignJWT({ sub: 'bench' })
 
 // Issue 16's shaping case: three request headers set (one from a variable), one removed, one response
 // header set, and a regex rewrite.
-// biome-ignore lint/suspicious/noTemplateCurlyInString: ${request_id} is Sluice's own variable, for the YAML
-const SHAPE =
-  '{ request: { set: { X-Request-Start: "${request_id}", X-Env: prod, X-Tenant: acme }, remove: [Cookie] }, response: { set: { Strict-Transport-Security: "max-age=63072000" } } }';
+const SHAPE = `{ request: { set: { X-Request-Start: "\${request_id}", X-Env: prod, X-Tenant: acme }, remove: [Cookie] }, response: { set: { Strict-Transport-Security: "max-age=63072000" } } }`;
 const jwt = (cache: boolean, pem = 'jwt.pem') =>
   `{ jwt: { public_key: "${creds}/${pem}", issuer: bench-issuer, audience: bench-api, cache: ${cache} } }`;
 const sluice = await startSluiceWith(
