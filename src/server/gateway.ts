@@ -76,6 +76,15 @@ export interface GatewayOptions {
 
 const now = performance.now.bind(performance);
 
+/** How many HTTP/2 pseudo-headers (`:method`, `:path`…) lead `rawHeaders`: not counted by max_headers. */
+function pseudoHeaders(req: IncomingMessage): number {
+  if (req.httpVersionMajor !== 2) return 0;
+  const raw = req.rawHeaders;
+  let n = 0;
+  while (n * 2 < raw.length && raw[n * 2].charCodeAt(0) === 58) n++;
+  return n;
+}
+
 /** The parts of an access-log line that every gateway-answered request has. */
 function answered(
   req: IncomingMessage,
@@ -463,7 +472,7 @@ export class Gateway implements ExchangeHost {
       );
     }
     const raw = req.rawHeaders;
-    if (raw.length > this.maxHeaders * 2) {
+    if (raw.length > (this.maxHeaders + pseudoHeaders(req)) * 2) {
       return this.#early(
         req,
         res,

@@ -34,7 +34,7 @@ before(async () => {
   const config = loadConfigText(
     `
 listen: [{ address: "127.0.0.1:0", tls: { cert: "${certs.path('gw.pem')}", key: "${certs.path('gw.key')}" } }]
-client: { send_timeout: 1s }
+client: { send_timeout: 1s, max_headers: 10 }
 shutdown_timeout: 5s
 upstreams: { demo: { targets: ["${demo.url}"] } }
 routes:
@@ -136,7 +136,7 @@ describe('HTTP/2 towards clients', () => {
     assert.equal(e.protocol, 'HTTP/2.0');
   });
 
-  test('a body over max_body in DATA frames (no Content-Length) is 413; a Host that disagrees with :authority is 400', async () => {
+  test('a body over max_body in DATA frames (no Content-Length) is 413; a Host that disagrees with :authority is 400; max_headers without pseudo-headers', async () => {
     const s = session();
     const big = await request(
       s,
@@ -151,6 +151,11 @@ describe('HTTP/2 towards clients', () => {
     assert.match(JSON.parse(two.body.toString()).detail, /more than one Host/);
     const same = await request(s, { ':path': '/fast', ':authority': authority, host: authority });
     assert.equal(same.status, 200);
+    // client.max_headers counts the request's own headers, not the pseudo-headers.
+    const ten = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`x-h${i}`, 'v']));
+    assert.equal((await request(s, { ':path': '/fast', ...ten })).status, 200);
+    const eleven = { ...ten, 'x-h10': 'v' };
+    assert.equal((await request(s, { ':path': '/fast', ...eleven })).status, 431);
     s.close();
   });
 
