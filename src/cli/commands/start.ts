@@ -51,6 +51,10 @@ export async function run(argv: string[]): Promise<number> {
     onConfigLoaded: (next) => logLint(logger, next),
   });
   logLint(logger, config);
+  // Signals are handled before the banner says the gateway listens: a SIGHUP sent as soon as it is
+  // printed reloads instead of meeting the start-up handler that ignores it.
+  process.removeAllListeners('SIGHUP'); // the start-up one (main.ts): from now on SIGHUP reloads
+  const stopped = runUntilSignal(sluice, logger, () => sluice.reloadFromFile('SIGHUP'));
   const urls = listenUrls(config, sluice);
   const base = urls[0];
   process.stderr.write(
@@ -76,8 +80,7 @@ export async function run(argv: string[]): Promise<number> {
     );
   }
   logListening(logger, config, sluice, { command: 'start', config: file });
-  process.removeAllListeners('SIGHUP'); // the start-up one (main.ts): from now on SIGHUP reloads
-  const code = await runUntilSignal(sluice, logger, () => sluice.reloadFromFile('SIGHUP'));
+  const code = await stopped;
   await demo?.close();
   // Idle keep-alive sockets and unref'd timers must not keep a stopped gateway alive for seconds.
   process.exit(code);
