@@ -483,5 +483,15 @@ export function cutResponse(res: { destroy(): unknown }): void {
   } else res.destroy();
 }
 
+/**
+ * Whether the client is gone (its connection, or its HTTP/2 stream, closed). `res.destroyed` alone
+ * says it for HTTP/1.1 only: Node's Http2ServerResponse has no `destroyed`, its stream has.
+ */
+export function isClientGone(res: { destroyed?: boolean }): boolean {
+  if (res.destroyed === true) return true;
+  const stream = (res as { stream?: { destroyed: boolean; closed: boolean } }).stream;
+  return stream !== undefined && (stream.destroyed || stream.closed);
+}
+
 /** NGHTTP2_INTERNAL_ERROR (node:http2 constants), without loading node:http2 here. */
 const H2_INTERNAL_ERROR = 2;

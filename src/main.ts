@@ -264,9 +264,11 @@ export async function startSluice(config: EffectiveConfig, options: SluiceOption
     admin.route('/api/events', events.handle);
     for (const [path, handler] of Object.entries(dashboardRoutes())) admin.publicRoute(path, handler);
   }
-  const { port } = await gateway.listen();
+  let port: number;
   let adminPort: number | undefined;
   try {
+    // A listener that cannot bind must not leave the job store, its timers or file watchers running.
+    port = (await gateway.listen()).port;
     if (config.workers > 1) {
       // The workers bind the ports this process got (a config's port 0 included), after it settled
       // what a previous run left in the job store.

@@ -704,6 +704,27 @@ describe('running', { concurrency: true }, () => {
     assertOneLineError(r, new RegExp(`^sluice: address already in use \\(127\\.0\\.0\\.1:${port}\\)$`), 1);
   });
 
+  test('start: port in use with an async route → the job store is closed too and the process exits', async (t) => {
+    const blocker = createServer();
+    blocker.listen(0, '127.0.0.1');
+    await once(blocker, 'listening');
+    t.after(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+    const { port } = blocker.address() as { port: number };
+    const dir = tempDir(t);
+    const file = join(dir, 'sluice.yaml');
+    writeFileSync(
+      file,
+      `listen: 127.0.0.1:${port}
+admin: { listen: 127.0.0.1:0 }
+store: "sqlite:${join(dir, 'jobs.db')}"
+upstreams: { u: { targets: ["http://127.0.0.1:9"] } }
+routes: [{ name: r, match: { path: / }, upstream: u, async: { mode: auto, after: 1s } }]
+`,
+    );
+    const r = await sluice(['start', '-c', file]);
+    assertOneLineError(r, new RegExp(`^sluice: address already in use \\(127\\.0\\.0\\.1:${port}\\)$`), 1);
+  });
+
   test('start: an invalid config → exit 1 with file:line messages, nothing started', async (t) => {
     const file = join(tempDir(t), 'sluice.yaml');
     writeFileSync(

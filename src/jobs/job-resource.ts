@@ -17,7 +17,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDuration } from '../config/units.ts';
-import { cutResponse, GatewayError, type Outcome, sendProblem } from '../errors.ts';
+import { cutResponse, GatewayError, isClientGone, type Outcome, sendProblem } from '../errors.ts';
 import { type AccessLogEntry, answeredEntry } from '../observability/access-log.ts';
 import { type Logger, silentLogger } from '../observability/logger.ts';
 import { HOP_BY_HOP } from '../proxy/headers.ts';
@@ -193,7 +193,7 @@ export class JobResource {
       } finally {
         ctx.res.off('close', onClose);
       }
-      if (ac.signal.aborted || ctx.res.destroyed) return; // the client went away: nothing to answer
+      if (ac.signal.aborted || isClientGone(ctx.res)) return; // the client went away: nothing to answer
       if (!job) return this.#notFound(ctx);
     }
     this.#json(ctx, 200, job);
@@ -299,7 +299,7 @@ export class JobResource {
     } catch (err) {
       // Headers are out: cut the response so it can never pass for a complete one.
       if (!res.destroyed) cutResponse(res);
-      if (!isClientGone(err)) this.#logger.error({ err, job: job.id }, 'job result replay failed');
+      if (!isClientGoneError(err)) this.#logger.error({ err, job: job.id }, 'job result replay failed');
     }
   }
 
@@ -356,7 +356,7 @@ export class JobResource {
   }
 
   #problem(ctx: Ctx, err: GatewayError): void {
-    if (ctx.res.headersSent || ctx.res.destroyed) return;
+    if (ctx.res.headersSent || isClientGone(ctx.res)) return;
     ctx.outcome = err.outcome;
     ctx.error = err.code;
     sendProblem(ctx.res, err, { requestId: ctx.requestId, elapsedMs: perf() - ctx.startedAt, attempts: 0 });
@@ -373,7 +373,7 @@ interface Ctx {
   error: string | null;
 }
 
-function isClientGone(err: unknown): boolean {
+function isClientGoneError(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code;
   return code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET' || code === 'EPIPE';
 }

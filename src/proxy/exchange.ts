@@ -469,6 +469,8 @@ export class Exchange {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (this.state === DONE) return false;
+    // An informational response (103 Early Hints, a stray 100) is not the answer: the final one follows.
+    if (statusCode < 200) return true;
     const t = now();
     if (this.sentAt === 0) this.sentAt = t; // answered before the body was fully sent
     const target = this.target as Target;

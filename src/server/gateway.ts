@@ -14,6 +14,7 @@ import { ResponseCache } from '../cache/cache.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import {
   GatewayError,
+  isClientGone,
   isGatewayError,
   type ProblemExtras,
   problemBody,
@@ -85,6 +86,13 @@ function pseudoHeaders(req: IncomingMessage): number {
   return n;
 }
 
+/** An HTTP/2 header list's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113 §6.5.2). */
+function h2HeaderListSize(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) n += raw[i].length + raw[i + 1].length + 32;
+  return n;
+}
+
 /** The parts of an access-log line that every gateway-answered request has. */
 function answered(
   req: IncomingMessage,
@@ -131,6 +139,7 @@ export class Gateway implements ExchangeHost {
   clientBodyIdleMs: number;
   clientSendTimeoutMs: number;
   maxHeaders: number;
+  maxHeaderSize: number;
 
   constructor(config: EffectiveConfig, options: GatewayOptions = {}) {
     this.accessLog = options.accessLog ?? nullAccessLog;
@@ -165,6 +174,7 @@ export class Gateway implements ExchangeHost {
     this.clientBodyIdleMs = config.client.body_idle_timeout;
     this.clientSendTimeoutMs = config.client.send_timeout;
     this.maxHeaders = config.client.max_headers;
+    this.maxHeaderSize = config.client.max_header_size;
     const c = config.client;
     const serverOptions = {
       keepAliveTimeout: c.keepalive_timeout,
@@ -248,6 +258,7 @@ export class Gateway implements ExchangeHost {
     this.clientSendTimeoutMs = config.client.send_timeout;
     // Client limits too (new connections pick up the size limit; the check interval stays as created).
     this.maxHeaders = config.client.max_headers;
+    this.maxHeaderSize = config.client.max_header_size;
     for (const { server, tls } of this.listeners) {
       server.maxHeadersCount = config.client.max_headers + 1;
       server.headersTimeout = config.client.header_timeout;
@@ -482,6 +493,20 @@ export class Gateway implements ExchangeHost {
         logPath,
       );
     }
+    // HTTP/2: Node applies SETTINGS_MAX_HEADER_LIST_SIZE only once the client acknowledged it, so the
+    // first streams of a connection are measured here (as RFC 9113 counts: name + value + 32 each).
+    if (req.httpVersionMajor === 2 && h2HeaderListSize(raw) > this.maxHeaderSize) {
+      return this.#early(
+        req,
+        res,
+        requestId,
+        startedAt,
+        new GatewayError('headers-too-large', {
+          detail: `request headers larger than ${this.maxHeaderSize} bytes`,
+        }),
+        logPath,
+      );
+    }
     // Before routing: an ambiguous Host is a 400 whichever route (or none) the first one selects.
     const filtered = filterRequestHeaders(raw, req.headers.connection);
     if (filtered.hostCount > 1) {
@@ -524,7 +549,7 @@ export class Gateway implements ExchangeHost {
     const verdict = gate.check(req, this.clientAddress(req, filtered.incomingXff));
     const gated = (v: Verdict) => {
       if (isRefused(v)) return this.#early(req, res, requestId, startedAt, v, logPath, rt);
-      if (res.destroyed) {
+      if (isClientGone(res)) {
         // The client left while its credentials were being verified.
         this.log(
           answeredEntry(answered(req, requestId, startedAt, logPath, rt), 499, 'client_aborted', null),
@@ -789,8 +814,8 @@ export class Gateway implements ExchangeHost {
     tap: ResponseTap | undefined,
     validators: readonly string[] | undefined,
   ): void {
-    if (res.destroyed) {
-      // The client left while the request waited for the cache.
+    if (isClientGone(res)) {
+      // The client left while the request waited for the cache (or an access check).
       this.log(answeredEntry(answered(req, requestId, startedAt, logPath, rt), 499, 'client_aborted', null));
       return;
     }

@@ -9,24 +9,37 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http2, { type ClientHttp2Session } from 'node:http2';
 import https from 'node:https';
+import type { Server as NetServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import bcrypt from 'bcryptjs';
 import { loadConfigText } from '../../src/config/load.ts';
 import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
 import { type Sluice, startSluice } from '../../src/main.ts';
 import { MemoryAccessLog } from '../../src/observability/access-log.ts';
 import { certDir } from '../certs.ts';
-import { sleep } from '../helpers.ts';
+import { sleep, startRawServer, startTestGateway, type TestServer } from '../helpers.ts';
 
 const certs = certDir('sluice-h2-test-');
 let ca: string;
 let demo: DemoUpstream;
 let sluice: Sluice;
+let early: TestServer<NetServer>;
 const log = new MemoryAccessLog();
 
 before(async () => {
+  // bcrypt at cost 12 (about a quarter of a second here): an access check that takes a while.
+  writeFileSync(certs.path('users'), `slow:${bcrypt.hashSync('pw', 12)}\n`);
+  early = await startRawServer((socket) => {
+    socket.once('data', () =>
+      socket.end(
+        'HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n' +
+          'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nfinal',
+      ),
+    );
+  });
   certs.ca();
   certs.issue('gw', 'DNS:localhost');
   ca = readFileSync(certs.path('ca.pem'), 'utf8');
@@ -36,8 +49,10 @@ before(async () => {
 listen: [{ address: "127.0.0.1:0", tls: { cert: "${certs.path('gw.pem')}", key: "${certs.path('gw.key')}" } }]
 client: { send_timeout: 1s, max_headers: 10 }
 shutdown_timeout: 5s
-upstreams: { demo: { targets: ["${demo.url}"] } }
+upstreams: { demo: { targets: ["${demo.url}"] }, early: { targets: ["${early.url}"] } }
 routes:
+  - { name: auth, match: { path: /auth }, upstream: demo, strip_prefix: true, auth: { basic: { users: "${certs.path('users')}" } } }
+  - { name: early, match: { path: /early }, upstream: early }
   - { name: read, match: { path: /r }, upstream: demo, strip_prefix: true, timeouts: { read: 200ms } }
   - { name: small, match: { path: /small }, upstream: demo, strip_prefix: true, max_body: 1MB }
   - { name: all, match: { path: / }, upstream: demo }
@@ -47,6 +62,7 @@ routes:
   sluice = await startSluice(config, { accessLog: log, admin: false });
 });
 after(async () => {
+  await early.close();
   await sluice.close(500);
   await demo.close();
   certs.remove();
@@ -210,6 +226,50 @@ describe('HTTP/2 towards clients', () => {
     assert.equal(e.outcome, 'client_aborted');
     assert.equal((await other).status, 200);
     s.close();
+  });
+
+  test('a client that resets its stream during a slow access check is logged 499 at once, never sent upstream', async () => {
+    const before = demo.stats.requests;
+    const s = session();
+    const req = s.request({
+      ':path': '/auth/fast',
+      authorization: `Basic ${Buffer.from('slow:pw').toString('base64')}`,
+    });
+    req.on('error', () => {});
+    await sleep(50);
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    const t0 = performance.now();
+    const e = await log.next((x) => x.route === 'auth');
+    assert.equal(e.status, 499);
+    assert.equal(e.outcome, 'client_aborted');
+    assert.ok(performance.now() - t0 < 3_000, 'logged when the check ended, not at the route budget');
+    await sleep(200);
+    assert.equal(demo.stats.requests, before, 'nothing reached the upstream');
+    s.close();
+  });
+
+  test('an upstream 103 Early Hints is skipped: the final response reaches h2 and HTTP/1.1 clients', async (t) => {
+    const s = session();
+    const r = await request(s, { ':path': '/early' });
+    s.close();
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'final');
+    const plain = await startTestGateway(`
+upstreams: { early: { targets: ["${early.url}"] } }
+routes: [{ name: early, match: { path: / }, upstream: early }]
+`);
+    t.after(() => plain.close());
+    const h1 = await fetch(plain.url('/early'));
+    assert.equal(h1.status, 200);
+    assert.equal(await h1.text(), 'final');
+  });
+
+  test('client.max_header_size holds on the first stream of a connection (before SETTINGS are acknowledged)', async () => {
+    const s = session();
+    const r = await request(s, { ':path': '/fast', 'x-big': 'v'.repeat(60_000) });
+    s.close();
+    assert.equal(r.status, 431);
+    assert.equal(JSON.parse(r.body.toString()).type, 'https://sluice.dev/problems/headers-too-large');
   });
 
   test('a drain lets the streams in flight finish before GOAWAY', async () => {

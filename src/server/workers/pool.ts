@@ -112,7 +112,12 @@ export class WorkerPool {
     for (const s of this.#slots) {
       if (s.index === except) continue;
       const c = s.child;
-      if (c?.connected) c.send(message, (err) => err && this.#o.logger.debug({ err: err.message }));
+      if (!c?.connected) continue;
+      try {
+        c.send(message, (err) => err && this.#o.logger.debug({ err: err.message }));
+      } catch (err) {
+        this.#o.logger.error({ worker: s.index, error: (err as Error).message }, 'message to worker failed');
+      }
     }
   }
 
@@ -222,13 +227,20 @@ export class WorkerPool {
           );
         }, delay);
       });
-      child.send({
-        type: 'init',
-        config: this.#o.config(),
-        ports: [...this.#o.ports],
-        index: slot.index,
-        queueDeliveries: this.#o.queueDeliveries,
-      } satisfies ToWorker);
+      try {
+        child.send({
+          type: 'init',
+          config: this.#o.config(),
+          ports: [...this.#o.ports],
+          index: slot.index,
+          queueDeliveries: this.#o.queueDeliveries,
+        } satisfies ToWorker);
+      } catch (err) {
+        // A config that cannot cross (not structured-cloneable): this worker can never start.
+        clearTimeout(startTimer);
+        reject(new Error(`worker ${slot.index}: the config cannot be sent: ${(err as Error).message}`));
+        child.kill('SIGKILL');
+      }
     });
   }
 }

@@ -29,18 +29,38 @@ function send(message: ToPrimary): Promise<void> {
   });
 }
 
-function waitForInit(): Promise<Extract<ToWorker, { type: 'init' }>> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: ToWorker) => {
-      if (m.type !== 'init') return;
-      process.off('message', onMessage);
-      process.off('disconnect', onGone);
-      resolve(m);
-    };
-    const onGone = () => reject(new Error('the primary process went away before the worker started'));
-    process.on('message', onMessage);
-    process.once('disconnect', onGone);
+/**
+ * The one listener of the IPC channel, attached at once: Node emits messages queued before a listener
+ * existed all in one go, so a `reload` or `shutdown` sent right after `init` must be kept, not lost,
+ * until the worker is ready to handle them.
+ */
+function inbox(): {
+  init: Promise<Extract<ToWorker, { type: 'init' }>>;
+  handle(h: (m: ToWorker) => void): void;
+} {
+  let handler: ((m: ToWorker) => void) | undefined;
+  const early: ToWorker[] = [];
+  let resolveInit: (m: Extract<ToWorker, { type: 'init' }>) => void = () => {};
+  let rejectInit: (err: Error) => void = () => {};
+  const init = new Promise<Extract<ToWorker, { type: 'init' }>>((resolve, reject) => {
+    resolveInit = resolve;
+    rejectInit = reject;
   });
+  process.on('message', (m: ToWorker) => {
+    if (m.type === 'init') resolveInit(m);
+    else if (handler) handler(m);
+    else early.push(m);
+  });
+  process.once('disconnect', () =>
+    rejectInit(new Error('the primary process went away before the worker started')),
+  );
+  return {
+    init,
+    handle(h) {
+      handler = h;
+      for (const m of early.splice(0)) h(m);
+    },
+  };
 }
 
 export async function runWorker(): Promise<void> {
@@ -50,7 +70,8 @@ export async function runWorker(): Promise<void> {
   process.on('SIGHUP', () => {});
   // Also the primary's to handle (it tells every worker); a listener keeps Node's inspector off it.
   process.on('SIGUSR1', () => {});
-  const init = await waitForInit();
+  const messages = inbox();
+  const init = await messages.init;
   const logger = createLogger().child({ worker: init.index });
   let config: EffectiveConfig = init.config;
   const accessLog = createAccessLog(config.accessLog, config.accessLogFormat, true);
@@ -127,7 +148,7 @@ export async function runWorker(): Promise<void> {
     process.exit(0);
   };
 
-  process.on('message', (m: ToWorker) => {
+  messages.handle((m: ToWorker) => {
     switch (m.type) {
       case 'reload':
         config = m.config;
@@ -160,6 +181,8 @@ export async function runWorker(): Promise<void> {
     }
   });
   process.on('disconnect', () => void stop(config.shutdownTimeout, 'the primary process is gone'));
+  // Gone while this worker was starting (its disconnect came before the listener above).
+  if (!process.connected) void stop(config.shutdownTimeout, 'the primary process is gone');
   process.on('SIGTERM', () => void stop(config.shutdownTimeout, 'SIGTERM'));
   process.on('SIGINT', () => void stop(config.shutdownTimeout, 'SIGINT'));
   await send({ type: 'ready', pid: process.pid });
