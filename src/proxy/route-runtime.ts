@@ -3,6 +3,7 @@
  * so a request only reads precomputed values.
  */
 import { JwksPool } from '../access/auth.ts';
+import { TrustedProxies } from '../access/client-address.ts';
 import { Gate } from '../access/gate.ts';
 import { LocalRateLimiter, type RateLimiter } from '../access/rate-limit.ts';
 import { RedisRateLimiter } from '../access/redis-rate-limiter.ts';
@@ -11,7 +12,7 @@ import type { Logger } from '../observability/logger.ts';
 import { buildRouteTable, type RouteMatcher } from '../routing/route-table.ts';
 import type { RetryBudget } from '../upstream/retry-budget.ts';
 import { Upstream, type UpstreamEvent } from '../upstream/upstream.ts';
-import { blockListOf, compileShape, type Shape } from './shape.ts';
+import { compileShape, type Shape } from './shape.ts';
 
 export interface RouteRuntime {
   readonly name: string;
@@ -89,7 +90,8 @@ export function buildRuntime(
     const same = old !== undefined && JSON.stringify(old.config) === JSON.stringify(u);
     upstreams.set(u.name, same ? old : new Upstream(u, { connectBackstopMs: connectBackstop, onEvent }));
   }
-  const trusted = blockListOf(config.client.trusted_proxies);
+  const trusted =
+    config.client.trusted_proxies.length > 0 ? new TrustedProxies(config.client.trusted_proxies) : undefined;
   const routes = config.routes.map(
     (route): RouteRuntime => ({
       name: route.name,

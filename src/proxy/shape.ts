@@ -12,7 +12,7 @@
  * Via, …), then `set` and `add` values are appended.
  */
 import type { IncomingMessage } from 'node:http';
-import { BlockList, isIPv6 } from 'node:net';
+import type { TrustedProxies } from '../access/client-address.ts';
 import {
   compileReplacement,
   type EffectiveShape,
@@ -65,7 +65,7 @@ export type HostMode =
 /** What a route does besides forwarding; `undefined` fields cost nothing on the hot path. */
 export interface Shape {
   /** client.trusted_proxies, for `${client_ip}` (only when the route has header edits). */
-  readonly trusted: BlockList | undefined;
+  readonly trusted: TrustedProxies | undefined;
   readonly request: HeaderEdits | undefined;
   readonly response: HeaderEdits | undefined;
   readonly host: HostMode;
@@ -159,25 +159,6 @@ export function targetHost(origin: string): string {
   return origin.slice(origin.indexOf('//') + 2);
 }
 
-/**
- * The client's address as `client.trusted_proxies` resolve it: the peer, or, when the peer is a
- * trusted proxy, the right-most X-Forwarded-For entry that is not a trusted proxy itself.
- */
-export function resolvedClientIp(
-  peer: string,
-  xff: string | undefined,
-  trusted: BlockList | undefined,
-): string {
-  if (xff === undefined || trusted === undefined) return peer;
-  const hops = xff.split(',');
-  for (let i = hops.length - 1; i >= 0; i--) {
-    const a = hops[i].trim();
-    if (a === '') continue;
-    if (!trusted.check(a, isIPv6(a) ? 'ipv6' : 'ipv4')) return a;
-  }
-  return hops[0].trim() || peer;
-}
-
 /** `${client_ip}` of a request: its peer (IPv4-mapped prefix dropped), resolved through trusted proxies. */
 export function clientIpOf(
   shape: Shape,
@@ -187,8 +168,8 @@ export function clientIpOf(
   let a = peer ?? '';
   if (a.startsWith('::ffff:')) a = a.slice(7);
   const trusted = shape.trusted;
-  if (trusted === undefined || xff === undefined || !trusted.check(a, isIPv6(a) ? 'ipv6' : 'ipv4')) return a;
-  return resolvedClientIp(a, Array.isArray(xff) ? xff.join(', ') : xff, trusted);
+  if (trusted === undefined || xff === undefined) return a;
+  return trusted.clientOf(a, Array.isArray(xff) ? xff.join(', ') : xff);
 }
 
 /**
@@ -250,7 +231,11 @@ function compileEdits(e: ResolvedEdits | undefined): HeaderEdits | undefined {
 }
 
 /** Compiles a route's resolved shape (`prefix`: the route's matched prefix, '' for `/`). */
-export function compileShape(shape: EffectiveShape | undefined, prefix: string, trusted?: BlockList): Shape {
+export function compileShape(
+  shape: EffectiveShape | undefined,
+  prefix: string,
+  trusted?: TrustedProxies,
+): Shape {
   if (shape === undefined) return PLAIN_SHAPE;
   const host: HostMode =
     shape.host === 'keep'
@@ -335,17 +320,4 @@ export function upstreamPathOf(
 export function rewriteRefusal(rt: { readonly shape: Shape }, path: string): string {
   const describe = rt.shape.rewrite?.describe ?? 'rewrite';
   return `the rewrite (${describe}) of ${path} would produce a dot segment or an encoded "/" (or an invalid escape): not forwarded`;
-}
-
-/** A BlockList of CIDRs and addresses (client.trusted_proxies); undefined when there are none. */
-export function blockListOf(cidrs: readonly string[]): BlockList | undefined {
-  if (cidrs.length === 0) return undefined;
-  const list = new BlockList();
-  for (const c of cidrs) {
-    const [addr, bits] = c.split('/');
-    const type = isIPv6(addr) ? 'ipv6' : 'ipv4';
-    if (bits === undefined) list.addAddress(addr, type);
-    else list.addSubnet(addr, Number(bits), type);
-  }
-  return list;
 }
