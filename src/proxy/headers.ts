@@ -5,6 +5,8 @@
  * original case and order reach the other side and nothing is parsed twice.
  */
 
+import { headerName, headerText } from './header-text.ts';
+
 /** Never forwarded in either direction (RFC 9110 §7.6.1, plus legacy ones). */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
@@ -104,6 +106,8 @@ export function filterRequestHeaders(
 }
 
 const RESPONSE_DROP = new Set([...HOP_BY_HOP, 'via']);
+/** Reused by filterResponseHeaders (synchronous, so never shared between two calls). */
+const NAME = { text: '', lower: '' };
 
 /**
  * Converts undici's raw response headers (Buffers or strings) to a flat string array for
@@ -123,10 +127,12 @@ export function filterResponseHeaders(raw: readonly (Buffer | string)[]): {
   let connection: string | undefined;
   let serverTiming: string | undefined;
   let via: string | undefined;
+  const n = NAME;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = typeof raw[i] === 'string' ? (raw[i] as string) : raw[i].toString('latin1');
-    const value = typeof raw[i + 1] === 'string' ? (raw[i + 1] as string) : raw[i + 1].toString('latin1');
-    const lower = name.toLowerCase();
+    headerName(raw[i], n);
+    const name = n.text;
+    const lower = n.lower;
+    const value = headerText(raw[i + 1]);
     if (lower === 'content-length') hasLength = true;
     if (RESPONSE_DROP.has(lower)) {
       if (lower === 'transfer-encoding') hasEncoding = true;
