@@ -507,7 +507,9 @@ export async function startUpstreamNginx(tmp: string): Promise<{ proc: Proc; url
 // Contenders
 
 /** The V8 flags Sluice ships with (bin/sluice.js, npm start): benchmark it as users run it. */
-export const SLUICE_NODE_FLAGS = ['--max-semi-space-size=4'];
+export const SLUICE_NODE_FLAGS = process.env['SLUICE_BENCH_NODE_FLAGS']?.split(' ').filter(Boolean) ?? [
+  '--max-semi-space-size=4',
+];
 
 export const ALL_CONTENDERS = ['direct', 'nginx', 'fastify', 'bare', 'sluice'] as const;
 export type ContenderName = (typeof ALL_CONTENDERS)[number];
@@ -528,6 +530,10 @@ export interface ContenderOptions {
   fastifyConnections?: number;
   /** Sluice access_log setting (default off, like nginx's). */
   sluiceAccessLog?: string;
+  /** A command the Node contenders run under (e.g. valgrind and its flags); nginx ignores it. */
+  wrapper?: string[];
+  /** How long to wait for the contender to proxy its first request (default 15 s). */
+  readyTimeoutMs?: number;
 }
 
 export const SLUICE_MAIN = path.join(ROOT, 'src', 'cli', 'main.ts');
@@ -550,6 +556,13 @@ ${t}upstreams:
 routes:
   - { name: all, match: { path: / }, upstream: up }
 `;
+}
+
+function spawnNode(name: string, args: string[], logFile: string, wrapper: string[] = []): Proc {
+  const [cmd, ...pre] = wrapper.length > 0 ? wrapper : [NODE];
+  return spawnPinned(name, PROXY_CORE, cmd!, wrapper.length > 0 ? [...pre, NODE, ...args] : args, {
+    logFile,
+  });
 }
 
 /**
@@ -589,9 +602,8 @@ export async function startContender(
     const file = path.join(dir, 'sluice.yaml');
     const accessLog = opts.sluiceAccessLog ?? 'off';
     writeFileSync(file, sluiceYaml(port, await freePort(), upstream, accessLog, opts.timeoutMs));
-    proc = spawnPinned('sluice', PROXY_CORE, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], {
-      logFile,
-    });
+    const args = [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file];
+    proc = spawnNode('sluice', args, logFile, opts.wrapper);
   } else {
     const script = path.join(
       import.meta.dirname,
@@ -602,10 +614,10 @@ export async function startContender(
     if (opts.timeoutMs !== undefined) args.push('--timeout-ms', String(opts.timeoutMs));
     if (name === 'fastify' && opts.fastifyConnections)
       args.push('--connections', String(opts.fastifyConnections));
-    proc = spawnPinned(name, PROXY_CORE, NODE, args, { logFile });
+    proc = spawnNode(name, args, logFile, opts.wrapper);
   }
   try {
-    await waitReady(`${url}${readyPath}`, proc);
+    await waitReady(`${url}${readyPath}`, proc, opts.readyTimeoutMs);
   } catch (err) {
     await proc.stop();
     const tail = proc.logTail(600);
