@@ -43,6 +43,7 @@ import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { type JobPeers, JobsHost } from './jobs-host.ts';
 import { createPublicListener, type PublicListener } from './listeners.ts';
+import { framingRefusal } from './request-framing.ts';
 import { isValidRequestId, newRequestId } from './request-id.ts';
 
 export interface GatewayOptions {
@@ -433,6 +434,13 @@ export class Gateway implements ExchangeHost {
 
   handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const startedAt = now();
+    const framing = framingRefusal(req);
+    if (framing !== undefined) {
+      this.#inflight++;
+      res.shouldKeepAlive = false;
+      const err = new GatewayError('bad-request', { detail: framing });
+      return this.#early(req, res, newRequestId(), startedAt, err);
+    }
     const jobs = this.jobs;
     if (jobs !== undefined && (req.url ?? '').startsWith(jobs.prefix)) {
       // The job resource (SPEC §5) answers polls, results and cancels itself.
@@ -729,6 +737,8 @@ export class Gateway implements ExchangeHost {
       );
     };
     socket.on('error', () => {});
+    const framing = framingRefusal(req);
+    if (framing !== undefined) return refuse(new GatewayError('bad-request', { detail: framing }));
     if (target === undefined)
       return refuse(new GatewayError('bad-request', { detail: 'invalid request target' }));
     const logPath = target.path + target.query;
