@@ -43,7 +43,7 @@ import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { type JobPeers, JobsHost } from './jobs-host.ts';
 import { createPublicListener, type PublicListener } from './listeners.ts';
-import { framingRefusal } from './request-framing.ts';
+import { framingRefusal, pipelinedBehind } from './request-framing.ts';
 import { isValidRequestId, newRequestId } from './request-id.ts';
 
 export interface GatewayOptions {
@@ -433,6 +433,7 @@ export class Gateway implements ExchangeHost {
   // ---- request handling --------------------------------------------------------------------------
 
   handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
+    if (pipelinedBehind(req, res, () => this.handle(req, res, expectsContinue))) return;
     const startedAt = now();
     const framing = framingRefusal(req);
     if (framing !== undefined) {
@@ -955,8 +956,25 @@ export class Gateway implements ExchangeHost {
   /** Malformed or oversized requests that Node's parser refuses, and header-read timeouts. */
   #clientError(err: NodeJS.ErrnoException, socket: Socket): void {
     const code = err.code ?? '';
-    const active = (socket as unknown as { _httpMessage?: ServerResponse })._httpMessage;
-    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable || active?.headersSent) {
+    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    // Pipelining: a malformed request behind ones still being answered (whose bodies were read
+    // whole) waits its turn. Its 400 must not overtake (or cut) their responses: the client would
+    // take the 400 for a request that reached the upstream. Each in-flight response ends, the next
+    // one takes the socket, then the 400. An error in the body of the request being answered is
+    // that request's own: answered at once.
+    const active = (socket as unknown as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (active && !active.writableFinished && active.req?.complete) {
+      active.once('close', () => {
+        if (!active.writableFinished)
+          socket.destroy(); // that response was cut: so is the connection
+        else setImmediate(() => this.#clientError(err, socket));
+      });
+      return;
+    }
+    if (active?.headersSent) {
       socket.destroy();
       return;
     }

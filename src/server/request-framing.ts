@@ -10,8 +10,14 @@
  *   the de-chunked body of `gzip, chunked` would hand the upstream compressed bytes it was never told
  *   about (RFC 9112 §6.1 says 501; nginx answers 501 too, Sluice keeps to its catalogue's 400);
  * - Transfer-Encoding on an HTTP/1.0 request, which RFC 9112 §6.1 calls faulty framing.
+ *
+ * And pipelining (`pipelinedBehind`): Node parses and hands over every request a client pipelined,
+ * while the ones before are still being answered. The gateway takes them one at a time, as nginx
+ * does: a request waits until the response before it has gone out, and is dropped unanswered when
+ * that response closed the connection (a refusal, `Connection: close`), so no request reaches the
+ * upstream that the client can never get an answer to (RFC 9112 §9.3, §9.6).
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 
 /** Why the request's framing is refused, or undefined when it is fine (always for HTTP/2 streams). */
 export function framingRefusal(req: IncomingMessage): string | undefined {
@@ -23,4 +29,31 @@ export function framingRefusal(req: IncomingMessage): string | undefined {
   if (te.trim().toLowerCase() !== 'chunked')
     return `Transfer-Encoding '${te}' is not supported: only a single 'chunked'`;
   return undefined;
+}
+
+interface Outgoing {
+  _httpMessage?: ServerResponse | null;
+}
+
+/**
+ * True when `req` was pipelined behind a response still going out on its connection: `resume` runs
+ * once that response is done, unless it closed the connection, when `req` is dropped (the client
+ * sees the close after the answers it got). False: handle `req` now.
+ */
+export function pipelinedBehind(req: IncomingMessage, res: ServerResponse, resume: () => void): boolean {
+  const socket = req.socket;
+  if (socket === null || (req as { stream?: unknown }).stream !== undefined) return false;
+  if (socket.destroyed || socket.writableEnded) {
+    // The response before it ended the connection already (a refusal answered synchronously).
+    req.destroy();
+    return true;
+  }
+  const ahead = (socket as unknown as Outgoing)._httpMessage;
+  if (ahead === undefined || ahead === null || ahead === res || ahead.writableFinished) return false;
+  ahead.once('close', () => {
+    const last = (ahead as unknown as { _last?: boolean })._last === true;
+    if (!ahead.writableFinished || last || socket.destroyed || socket.writableEnded) req.destroy();
+    else resume();
+  });
+  return true;
 }
