@@ -218,6 +218,7 @@ export class Gateway implements ExchangeHost {
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
         this.upgrade(req, socket, head),
       );
+      server.on('connect', (req: IncomingMessage, socket: Duplex) => this.#connect(req, socket));
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
         this.#clientError(err, socket),
       );
@@ -807,6 +808,29 @@ export class Gateway implements ExchangeHost {
     };
     if (verdict instanceof Promise) void verdict.then(gated);
     else gated(verdict);
+  }
+
+  /**
+   * CONNECT (a forward proxy's tunnel) is not something a reverse proxy serves: answered 400
+   * problem+json and logged. Without this listener Node drops the connection without a word.
+   */
+  #connect(req: IncomingMessage, socket: Duplex): void {
+    const startedAt = now();
+    const requestId = newRequestId();
+    socket.on('error', () => {});
+    const err = new GatewayError('bad-request', {
+      detail: 'CONNECT is not supported: Sluice is a reverse proxy',
+    });
+    answerRaw(socket, err, requestId, startedAt);
+    this.#inflight++;
+    this.log(
+      answeredEntry(
+        answered(req, requestId, startedAt, req.url ?? '', undefined),
+        err.status,
+        err.outcome,
+        err.code,
+      ),
+    );
   }
 
   /** Starts the upstream exchange of a request (with the cache's tap on a cached route). */
