@@ -170,7 +170,7 @@ export function judge(
     problems.push(
       `bytes after the responses: ${JSON.stringify(got.trailing.toString('latin1').slice(0, 80))}`,
     );
-  let refusedBefore = false;
+  let closedBefore = false;
   requests.forEach((req, i) => {
     const mine = records.filter((r) => idOf(r) === req.meant.id);
     const complete = mine.filter((r) => !r.incomplete);
@@ -178,11 +178,12 @@ export function judge(
     const label = `request ${i} (${req.mutation}, ${req.expect})`;
     if (res === undefined) {
       if (complete.length > 0) problems.push(`${label}: reached the upstream but got no response`);
-      else if (!refusedBefore && req.expect === 'forward' && !got.timedOut)
-        problems.push(`${label}: no response (connection closed)`);
-      refusedBefore = true;
+      else if (!closedBefore && !got.timedOut) problems.push(`${label}: no response (connection closed)`);
+      closedBefore = true;
       return;
     }
+    // After a response that closes the connection, the requests behind it go unanswered.
+    if (res.headers.connection?.toLowerCase() === 'close') closedBefore = true;
     if (res.status >= 200 && res.status < 300) {
       if (req.expect === 'refuse') problems.push(`${label}: forwarded (${res.status}), must be refused`);
       if (complete.length !== 1) problems.push(`${label}: ${complete.length} complete upstream records`);
@@ -194,7 +195,6 @@ export function judge(
       if (res.body.toString() !== (req.meant.method === 'HEAD' ? '' : 'ok'))
         problems.push(`${label}: response body ${JSON.stringify(res.body.toString())}`);
     } else if (res.status >= 400 && res.status < 500) {
-      refusedBefore = true;
       if (req.expect === 'forward') problems.push(`${label}: refused ${res.status}, must be forwarded`);
       if (complete.length > 0)
         problems.push(`${label}: refused ${res.status} but reached the upstream whole`);
