@@ -470,13 +470,14 @@ export class Gateway implements ExchangeHost {
       );
     }
     const logPath = target.path + target.query;
-    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+    // An empty Host names no host: an http URI without one is invalid (RFC 9110 §4.2.1).
+    if (!req.headers.host && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
       return this.#early(
         req,
         res,
         requestId,
         startedAt,
-        new GatewayError('bad-request', { detail: 'an HTTP/1.1 request must carry a Host header' }),
+        new GatewayError('bad-request', { detail: 'an HTTP/1.1 request must carry a non-empty Host header' }),
         logPath,
       );
     }
