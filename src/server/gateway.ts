@@ -709,8 +709,11 @@ export class Gateway implements ExchangeHost {
         : (req.socket as { encrypted?: boolean }).encrypted
           ? 'https'
           : 'http',
-      'x-forwarded-host',
-      trusted && filtered.incomingFwdHost ? filtered.incomingFwdHost : (req.headers.host ?? ''),
+    );
+    // An HTTP/1.0 request may name no host at all: then there is none to tell (never an empty one).
+    const forwardedHost = trusted && filtered.incomingFwdHost ? filtered.incomingFwdHost : req.headers.host;
+    if (forwardedHost) headers.push('x-forwarded-host', forwardedHost);
+    headers.push(
       'via',
       filtered.incomingVia ? `${filtered.incomingVia}, ${VIA}` : VIA,
       'x-request-id',

@@ -40,3 +40,15 @@ describe('request regression corpus', H1_ONLY, () => {
     });
   }
 });
+
+describe('what the recording upstream shows beyond the corpus judge', H1_ONLY, () => {
+  test('an HTTP/1.0 request without Host gets no empty X-Forwarded-Host (found by the request battery)', async () => {
+    up.reset();
+    const bytes = Buffer.from('GET /old HTTP/1.0\r\nX-Fuzz-Id: h10-0\r\n\r\n', 'latin1');
+    const got = await exchange(gw.port, bytes, ['GET']);
+    assert.equal(got.responses[0]?.status, 200);
+    const [r] = up.requests;
+    const xfh = r.headers.filter(([n]) => n.toLowerCase() === 'x-forwarded-host');
+    assert.deepEqual(xfh, []);
+  });
+});
