@@ -131,7 +131,7 @@ const REFUSALS: Refusal[] = [
     sluice:
       'refuses whitespace, NUL or a bare LF in a chunk-size line, and a last chunk without its final CRLF (400)',
     nginx: 'accepts them',
-    why: "RFC 9112 §7.1's chunk grammar has no whitespace after the size and allows BWS only around `;`/`=` of an extension in a lenient reading; each leniency is a parser discrepancy a smuggled request can hide in. llhttp's strict mode rejects them, and Sluice keeps it strict.",
+    why: "RFC 9112 §7.1 has no whitespace, NUL or bare LF in a chunk-size line; each leniency is a parser discrepancy a smuggled request can hide in (the HTTP Garden's most common class). One refusal goes beyond the RFC: §7.1.1 allows whitespace (BWS) around an extension's `;` and `=`, which llhttp's strict mode refuses; no client is known to send it, and the lenient parser that would accept it accepts far worse.",
     applies: byName(
       [
         'chunk-size-trailing-space',
@@ -156,7 +156,7 @@ const REFUSALS: Refusal[] = [
     refuser: 'sluice',
     sluice: 'refuses a trailer section holding Content-Length or an invalid line (400)',
     nginx: 'ignores the trailer section',
-    why: 'RFC 9110 §6.5.1 forbids framing fields in trailers; llhttp refuses them, which is the safer reading (HTTP Garden: trailer fields merged into headers by some servers).',
+    why: 'A framing field is never allowed in a trailer section (RFC 9110 §6.5.1) and an invalid line makes the message invalid; llhttp refuses both, the safer reading (the HTTP Garden found servers that merge trailers into the header section).',
     applies: byName(['trailer-content-length', 'trailer-bad-field']),
   },
   {
