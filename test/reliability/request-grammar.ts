@@ -266,7 +266,6 @@ function render(s: Shape, id: string): FuzzRequest {
   let method = s.method;
   let version = 'HTTP/1.1';
   const lines: string[] = [];
-  const names = (n: string) => n;
   let mutation: string = s.mutation;
   let expect: Expect = 'forward';
   const meantHeaders: [string, string][] = [];
@@ -582,7 +581,7 @@ function render(s: Shape, id: string): FuzzRequest {
   }
   const all = [
     `${method} ${target} ${version}`,
-    ...headerLines.map(([n, v]) => `${names(n)}: ${v}`),
+    ...headerLines.map(([n, v]) => `${n}: ${v}`),
     ...lines,
     ...framing,
     `X-Fuzz-Id: ${id}`,
