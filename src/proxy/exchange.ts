@@ -12,6 +12,7 @@
  * arrival → response complete, across all tries.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import {
   cutResponse,
@@ -37,6 +38,7 @@ import {
   encodeHeaders,
   negotiate,
 } from './compress.ts';
+import { declaredLengthBody } from './declared-length.ts';
 import { filterResponseHeaders, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
 import { setHost, shapeResponse, targetHost } from './shape.ts';
@@ -687,9 +689,12 @@ export class Exchange {
   }
 
   /** The body of a try: the client's stream the first time, the kept copy on a retry after it was sent. */
-  #bodyFor(): IncomingMessage | Buffer {
+  #bodyFor(): Readable | Buffer {
     this.#resending = this.attempts > 1 && this.#bodyKept();
-    return this.#resending ? Buffer.concat(this.#bodyCopy as Buffer[], this.#bodyCopied) : this.req;
+    if (this.#resending) return Buffer.concat(this.#bodyCopy as Buffer[], this.#bodyCopied);
+    // HTTP/2: the content-length is the client's word, not the framing; held to it (declared-length.ts).
+    const cl = this.req.httpVersionMajor === 2 ? this.req.headers['content-length'] : undefined;
+    return cl === undefined ? this.req : declaredLengthBody(this.req, Number(cl));
   }
 
   /** Abandons the current try and starts another after a jittered exponential backoff. */

@@ -130,6 +130,12 @@ describe('parseTarget', () => {
     });
   });
 
+  test('a fragment ends the target, the query included (found by the request fuzz, issue 14)', () => {
+    assert.deepEqual(parseTarget('/a?x=1#frag'), { path: '/a', query: '?x=1', authority: undefined });
+    assert.deepEqual(parseTarget('/a#f?x=1'), { path: '/a', query: '', authority: undefined });
+    assert.deepEqual(parseTarget('http://h/a?q#f'), { path: '/a', query: '?q', authority: 'h' });
+  });
+
   test('malformed targets are refused', () => {
     assert.equal(parseTarget('*'), undefined);
     assert.equal(parseTarget('ftp://example.com/x'), undefined);

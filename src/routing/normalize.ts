@@ -70,10 +70,13 @@ export function parseTarget(url: string): RequestTarget | undefined {
     rest = m[2] || '/';
     if (rest[0] === '?') rest = `/${rest}`;
   }
+  // A fragment never belongs to a request (RFC 9112 §3.2); one sent anyway ends the target, query
+  // included, so it reaches neither the route match nor the upstream.
+  const hash = rest.indexOf('#');
+  if (hash !== -1) rest = rest.slice(0, hash) || '/';
   const q = rest.indexOf('?');
   const rawPath = q === -1 ? rest : rest.slice(0, q);
-  const hash = rawPath.indexOf('#');
-  const path = normalizePath(hash === -1 ? rawPath : rawPath.slice(0, hash));
+  const path = normalizePath(rawPath);
   if (path === undefined) return undefined;
   return { path, query: q === -1 ? '' : rest.slice(q), authority };
 }

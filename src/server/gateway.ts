@@ -43,6 +43,7 @@ import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
 import { type JobPeers, JobsHost } from './jobs-host.ts';
 import { createPublicListener, type PublicListener } from './listeners.ts';
+import { framingRefusal, pipelinedBehind } from './request-framing.ts';
 import { isValidRequestId, newRequestId } from './request-id.ts';
 
 export interface GatewayOptions {
@@ -217,6 +218,7 @@ export class Gateway implements ExchangeHost {
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
         this.upgrade(req, socket, head),
       );
+      server.on('connect', (req: IncomingMessage, socket: Duplex) => this.#connect(req, socket));
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
         this.#clientError(err, socket),
       );
@@ -432,7 +434,15 @@ export class Gateway implements ExchangeHost {
   // ---- request handling --------------------------------------------------------------------------
 
   handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
+    if (pipelinedBehind(req, res, () => this.handle(req, res, expectsContinue))) return;
     const startedAt = now();
+    const framing = framingRefusal(req);
+    if (framing !== undefined) {
+      this.#inflight++;
+      res.shouldKeepAlive = false;
+      const err = new GatewayError('bad-request', { detail: framing });
+      return this.#early(req, res, newRequestId(), startedAt, err);
+    }
     const jobs = this.jobs;
     if (jobs !== undefined && (req.url ?? '').startsWith(jobs.prefix)) {
       // The job resource (SPEC §5) answers polls, results and cancels itself.
@@ -460,13 +470,14 @@ export class Gateway implements ExchangeHost {
       );
     }
     const logPath = target.path + target.query;
-    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+    // An empty Host names no host: an http URI without one is invalid (RFC 9110 §4.2.1).
+    if (!req.headers.host && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
       return this.#early(
         req,
         res,
         requestId,
         startedAt,
-        new GatewayError('bad-request', { detail: 'an HTTP/1.1 request must carry a Host header' }),
+        new GatewayError('bad-request', { detail: 'an HTTP/1.1 request must carry a non-empty Host header' }),
         logPath,
       );
     }
@@ -698,8 +709,11 @@ export class Gateway implements ExchangeHost {
         : (req.socket as { encrypted?: boolean }).encrypted
           ? 'https'
           : 'http',
-      'x-forwarded-host',
-      trusted && filtered.incomingFwdHost ? filtered.incomingFwdHost : (req.headers.host ?? ''),
+    );
+    // An HTTP/1.0 request may name no host at all: then there is none to tell (never an empty one).
+    const forwardedHost = trusted && filtered.incomingFwdHost ? filtered.incomingFwdHost : req.headers.host;
+    if (forwardedHost) headers.push('x-forwarded-host', forwardedHost);
+    headers.push(
       'via',
       filtered.incomingVia ? `${filtered.incomingVia}, ${VIA}` : VIA,
       'x-request-id',
@@ -729,6 +743,8 @@ export class Gateway implements ExchangeHost {
       );
     };
     socket.on('error', () => {});
+    const framing = framingRefusal(req);
+    if (framing !== undefined) return refuse(new GatewayError('bad-request', { detail: framing }));
     if (target === undefined)
       return refuse(new GatewayError('bad-request', { detail: 'invalid request target' }));
     const logPath = target.path + target.query;
@@ -796,6 +812,29 @@ export class Gateway implements ExchangeHost {
     };
     if (verdict instanceof Promise) void verdict.then(gated);
     else gated(verdict);
+  }
+
+  /**
+   * CONNECT (a forward proxy's tunnel) is not something a reverse proxy serves: answered 400
+   * problem+json and logged. Without this listener Node drops the connection without a word.
+   */
+  #connect(req: IncomingMessage, socket: Duplex): void {
+    const startedAt = now();
+    const requestId = newRequestId();
+    socket.on('error', () => {});
+    const err = new GatewayError('bad-request', {
+      detail: 'CONNECT is not supported: Sluice is a reverse proxy',
+    });
+    answerRaw(socket, err, requestId, startedAt);
+    this.#inflight++;
+    this.log(
+      answeredEntry(
+        answered(req, requestId, startedAt, req.url ?? '', undefined),
+        err.status,
+        err.outcome,
+        err.code,
+      ),
+    );
   }
 
   /** Starts the upstream exchange of a request (with the cache's tap on a cached route). */
@@ -945,8 +984,25 @@ export class Gateway implements ExchangeHost {
   /** Malformed or oversized requests that Node's parser refuses, and header-read timeouts. */
   #clientError(err: NodeJS.ErrnoException, socket: Socket): void {
     const code = err.code ?? '';
-    const active = (socket as unknown as { _httpMessage?: ServerResponse })._httpMessage;
-    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable || active?.headersSent) {
+    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    // Pipelining: a malformed request behind ones still being answered (whose bodies were read
+    // whole) waits its turn. Its 400 must not overtake (or cut) their responses: the client would
+    // take the 400 for a request that reached the upstream. Each in-flight response ends, the next
+    // one takes the socket, then the 400. An error in the body of the request being answered is
+    // that request's own: answered at once.
+    const active = (socket as unknown as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (active && !active.writableFinished && active.req?.complete) {
+      active.once('close', () => {
+        if (!active.writableFinished)
+          socket.destroy(); // that response was cut: so is the connection
+        else setImmediate(() => this.#clientError(err, socket));
+      });
+      return;
+    }
+    if (active?.headersSent) {
       socket.destroy();
       return;
     }
