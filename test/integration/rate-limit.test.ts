@@ -34,39 +34,46 @@ routes:
   - { name: rl, upstream: u, rate_limit: { rate: 5/s, burst: 3 } }
 `);
   t.after(() => gw.close());
-  const statuses: number[] = [];
-  let refused: Response | undefined;
-  for (let i = 0; i < 6; i++) {
-    const res = await fetch(gw.url('/'), { headers: { 'x-request-id': `rl-${i}` } });
-    statuses.push(res.status);
-    if (res.status === 429) refused ??= res;
-    else await res.text();
-  }
+  // Sent together, so that all six arrive well within the 200 ms that brings one token back.
+  const tStart = performance.now();
+  const replies = await Promise.all(
+    Array.from({ length: 6 }, async (_, i) => {
+      const res = await fetch(gw.url('/'), { headers: { 'x-request-id': `rl-${i}` } });
+      if (res.status !== 429) await res.text();
+      return { id: `rl-${i}`, res };
+    }),
+  );
+  const statuses = replies.map((r) => r.res.status).sort();
   assert.deepEqual(statuses, [200, 200, 200, 429, 429, 429]);
   assert.equal(up.count(), 3, 'refused requests never reached the upstream');
-  const r = refused as Response;
+  const { id: refusedId, res: r } = replies.find((x) => x.res.status === 429) as (typeof replies)[number];
   assert.equal(r.headers.get('retry-after'), '1');
   assert.equal(r.headers.get('ratelimit-policy'), '"default";q=3;w=1');
   assert.equal(r.headers.get('ratelimit'), '"default";r=0;t=1');
   const p = await problemOf(r);
   assert.match(p.type, /\/rate-limited$/);
   assert.equal(p.status, 429);
-  const e = await gw.entry('rl-3');
+
+  // One token every 200 ms: 250 ms later one more passes, and the next right behind it is refused:
+  // checked when it came less than 400 ms (two tokens) after the burst, which a loaded machine may miss.
+  await sleep(250);
+  assert.equal((await send(gw.port, '/')).status, 200);
+  const next = (await send(gw.port, '/')).status;
+  if (performance.now() - tStart < 390) assert.equal(next, 429);
+  for (const x of replies) if (x.res.status === 429 && x.res !== r) await x.res.text();
+  const e = await gw.entry(refusedId);
   assert.equal(e.outcome, 'rate_limited');
   assert.equal(e.status, 429);
   const metrics = await gw.sluice.observability.metricsText();
-  assert.match(metrics, /^sluice_rate_limited_total\{route="rl"\} 3$/m);
+  const refusedCount = next === 429 ? 4 : 3;
+  assert.match(metrics, new RegExp(`^sluice_rate_limited_total\\{route="rl"\\} ${refusedCount}$`, 'm'));
 
-  // One token every 200 ms: after 250 ms exactly one more passes.
-  await sleep(250);
-  assert.equal((await send(gw.port, '/')).status, 200);
-  assert.equal((await send(gw.port, '/')).status, 429);
   // A full refill (3 × 200 ms) gives a whole burst again.
   await sleep(700);
   const again = [];
   for (let i = 0; i < 4; i++) again.push((await send(gw.port, '/')).status);
-  assert.deepEqual(again, [200, 200, 200, 429]);
-  assert.equal(up.count(), 7);
+  assert.deepEqual(again.slice(0, 3), [200, 200, 200]);
+  assert.equal(up.count(), 3 + 1 + (next === 200 ? 1 : 0) + again.filter((s) => s === 200).length);
 });
 
 test('keyed by a header: one bucket per value; a request without the header is limited per client address', async (t) => {
