@@ -84,6 +84,28 @@ routes:
 `;
 }
 
+/** The kernel's TCP memory in use (pages, /proc/net/sockstat) and its memory-pressure count so far. */
+function tcpMemory(): { pages: number; pressures: number } {
+  const pages = Number(/TCP: .* mem (\d+)/.exec(readFileSync('/proc/net/sockstat', 'utf8'))?.[1] ?? 0);
+  const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n');
+  const i = lines.findIndex((l) => l.startsWith('TcpExt:'));
+  const names = lines[i].split(' ');
+  const vals = lines[i + 1].split(' ');
+  return { pages, pressures: Number(vals[names.indexOf('TCPMemoryPressures')] ?? 0) };
+}
+
+function tcpPeak(): { stop(): { peak_mib: number; pressures: number } } {
+  const start = tcpMemory();
+  let peak = start.pages;
+  const timer = setInterval(() => (peak = Math.max(peak, tcpMemory().pages)), 250);
+  return {
+    stop() {
+      clearInterval(timer);
+      return { peak_mib: round((peak * 4) / 1024), pressures: tcpMemory().pressures - start.pressures };
+    },
+  };
+}
+
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 function cutFigures(cuts: Cut[]) {
   const ms = cuts.map((c) => c.ms).sort((a, b) => a - b);
@@ -236,12 +258,14 @@ async function main(): Promise<void> {
     const target = a.name === 'body' ? `${url}/echo` : a.name === 'read' ? `${url}/size/1m` : `${url}/fast`;
     const rssBefore = rssKiB(gw.pid);
     const peak = rssPeak(gw.pid);
+    const tcp = tcpPeak();
     const attack = slowhttptest(target, a.args, SECONDS + C / 200 + 5);
     await sleep((C / 200) * 1000 + 2_000); // the attack's ramp-up
     const [good, probe] = await Promise.all([goodClient(url, { seconds: SECONDS }), a.probe()]);
     attack.stop();
     const run = await attack.done;
     const peakKiB = peak.stop();
+    const kernel = tcp.stop();
     const { latencies: _l, ...goodFigures } = good;
     results[a.name] = {
       good: goodFigures,
@@ -249,6 +273,7 @@ async function main(): Promise<void> {
       rss_before_mib: round(rssBefore / 1024),
       rss_peak_mib: round(peakKiB / 1024),
       attacker: { runs: run.runs, max_connected: run.maxConnected },
+      kernel_tcp: kernel,
       probes: probe,
     };
     log(`${a.name}: ${JSON.stringify(results[a.name])}`);
