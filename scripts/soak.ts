@@ -318,6 +318,7 @@ async function main(): Promise<void> {
   const lines = new Map<string, number>();
   const jobLines = new Map<string, number>();
   const outcomes = new Map<string, number>();
+  const unknownLines: string[] = [];
   let unparsed = 0;
   const rl = createInterface({ input: createReadStream(path.join(tmp, 'access.log')) });
   for await (const line of rl) {
@@ -330,7 +331,10 @@ async function main(): Promise<void> {
     }
     outcomes.set(e.outcome ?? '?', (outcomes.get(e.outcome ?? '?') ?? 0) + 1);
     if (e.outcome?.startsWith('job_')) jobLines.set(e.job ?? '?', (jobLines.get(e.job ?? '?') ?? 0) + 1);
-    else lines.set(e.request_id ?? '?', (lines.get(e.request_id ?? '?') ?? 0) + 1);
+    else {
+      lines.set(e.request_id ?? '?', (lines.get(e.request_id ?? '?') ?? 0) + 1);
+      if (!sentIds.has(e.request_id ?? '?') && unknownLines.length < 20) unknownLines.push(line);
+    }
   }
   const missing = [...sentIds].filter((id) => !lines.has(id));
   const duplicated = [...lines].filter(([, n]) => n > 1).map(([id]) => id);
@@ -393,6 +397,7 @@ async function main(): Promise<void> {
         missing: missing.slice(0, 5),
         duplicated: duplicated.slice(0, 5),
         jobs: jobsNotFinal.slice(0, 5),
+        unknown: unknownLines,
       },
     },
     outcomes: Object.fromEntries(outcomes),
