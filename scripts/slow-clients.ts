@@ -12,7 +12,7 @@
  *    connection, that the idle ones stay open, and when each hanging request got its 504.
  *
  *   node scripts/slow-clients.ts [--connections 2000] [--seconds 30] [--idle 10000] [--hanging 2000]
- *                                [--only loris,body,read,idle] [--json out.json]
+ *                                [--only loris,body,read,read64k,idle] [--json out.json]
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -51,7 +51,7 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '30' },
     idle: { type: 'string', default: '10000' },
     hanging: { type: 'string', default: '2000' },
-    only: { type: 'string', default: 'loris,body,read,idle' },
+    only: { type: 'string', default: 'loris,body,read,read64k,idle' },
     json: { type: 'string' },
   },
 });
@@ -169,15 +169,18 @@ async function main(): Promise<void> {
   results.unloaded = { ...unloadedFigures, rss_mib: round(rssIdle / 1024) };
   log(`unloaded: p50 ${unloaded.p50} ms, p99 ${unloaded.p99} ms (${unloaded.n} requests)`);
 
-  const attacks: { name: string; args: string[]; probe: () => Promise<unknown> }[] = [
+  const attacks: { name: string; path: string; args: string[]; probe: () => Promise<unknown> }[] = [
     {
       name: 'loris',
+      path: '/fast',
       // One more header line every 2 s: only the whole-head deadline (header_timeout) cuts it.
-      args: ['-H', '-c', String(C), '-i', '2', '-r', '200', '-x', '24', '-p', '3'],
+      // 500 new connections/s: each lives header_timeout (5 s), so up to 2,500 are open at once.
+      args: ['-H', '-c', String(C), '-i', '2', '-r', '500', '-x', '24', '-p', '3'],
       probe: async () => cutFigures(await slowlorisProbes(port, 20, 1_000, HEADER_TIMEOUT * 3)),
     },
     {
       name: 'body',
+      path: '/echo',
       // 1–10 bytes of an 8 KB body every 2 s: under body_idle_timeout, so the route's total cuts it.
       args: [
         '-B',
@@ -218,6 +221,7 @@ async function main(): Promise<void> {
     },
     {
       name: 'read',
+      path: '/size/1m',
       // A 512–1024 byte window, 32 bytes read every 5 s, 3 pipelined requests for 1 MiB each.
       args: [
         '-X',
@@ -257,9 +261,12 @@ async function main(): Promise<void> {
       },
     },
   ];
+  // The same slow read for 64 KiB responses: what is parked per connection is what makes the difference.
+  const read = attacks.find((a) => a.name === 'read');
+  if (read) attacks.push({ ...read, name: 'read64k', path: '/size/64k', probe: async () => ({}) });
   for (const a of attacks) {
     if (!ONLY.has(a.name)) continue;
-    const target = a.name === 'body' ? `${url}/echo` : a.name === 'read' ? `${url}/size/1m` : `${url}/fast`;
+    const target = `${url}${a.path}`;
     const rssBefore = rssKiB(gw.pid);
     const peak = rssPeak(gw.pid);
     const tcp = tcpPeak();
