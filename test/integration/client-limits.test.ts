@@ -180,6 +180,28 @@ test('slowloris: a head trickled slower than header_timeout gets 408 on time', a
   assert.equal(demo.stats.requests, 0);
 });
 
+test('a connection that never sends a byte is closed at header_timeout, with no 408 and no access-log line', async (t) => {
+  // Found by the soak (docs/reliability.md#soak): a keep-alive pool's spare connection, opened and
+  // not used within header_timeout, got a 408 and a "rejected" log line for a request that never
+  // existed (and a client whose first request crossed that 408 would have read it as its answer).
+  // Like nginx, a connection with nothing received is closed quietly.
+  const { gw, demo } = await setup(t);
+  const c = await openRaw(gw.port);
+  t.after(() => c.socket.destroy());
+  const t0 = performance.now();
+  const closed = await waitClosed(c, HEADER_TIMEOUT + LATE + 1_000);
+  const elapsed = performance.now() - t0;
+  assert.ok(closed, 'the connection is closed');
+  assert.equal(c.response(closed).raw, '', 'nothing is written to it');
+  assert.ok(elapsed >= HEADER_TIMEOUT - 5, `closed after ${elapsed} ms, before header_timeout`);
+  assert.ok(elapsed <= HEADER_TIMEOUT + LATE, `closed after ${elapsed} ms`);
+  // A partial head still gets its 408 and its line; the quiet one left none.
+  const r = await rawRequest(gw.port, 'GET / HTTP/1.1\r\nHost: x\r\n', HEADER_TIMEOUT + LATE + 1_000);
+  await assertProblem(gw, r, 408, 'client-timeout');
+  assert.equal(gw.log.entries.length, 1, JSON.stringify(gw.log.entries));
+  assert.equal(demo.stats.requests, 0);
+});
+
 test('an idle request body gets 408 after body_idle_timeout and the upstream request is aborted', async (t) => {
   const { gw, demo } = await setup(t);
   const c = await openRaw(gw.port);
