@@ -766,7 +766,19 @@ export class Exchange {
       // A request body still on its way waits for onRequestSent: the 202 must not cut it short.
       if (!(this.#hasBody && this.state <= SENDING)) this.#beginOffload();
     }
-    if (t >= this.totalDeadline) return this.#timeout('total');
+    if (t >= this.totalDeadline) {
+      // The body is still on its way and the upstream is taking it (not paused): the client is the
+      // one holding the request up, so the answer is its 408, with no verdict on the upstream. A
+      // 504 here let a few slow uploads (slowhttptest -B) open the upstream's circuit for everyone.
+      if (this.state === SENDING && !this.req.complete && !this.req.isPaused() && this.#offload !== OFFLOADED)
+        return this.#fail(
+          new GatewayError('client-timeout', {
+            detail: `client had not sent the whole request body when the total budget of ${this.budget}ms ran out`,
+            route: this.rt.name,
+          }),
+        );
+      return this.#timeout('total');
+    }
     const to = this.rt.timeouts;
     switch (this.state) {
       case CONNECTING:

@@ -1006,6 +1006,14 @@ export class Gateway implements ExchangeHost {
       socket.destroy();
       return;
     }
+    // header_timeout on a connection that never sent a byte (a pool's spare connection, a browser's
+    // preconnect): there is no request to answer or log, so it is closed quietly, as nginx does. A
+    // 408 here was a log line for a request that never existed, and the answer to the one that
+    // crossed it on the wire.
+    if (code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.bytesRead === 0) {
+      socket.destroy();
+      return;
+    }
     let gerr: GatewayError;
     if (code === 'HPE_HEADER_OVERFLOW') {
       gerr = new GatewayError('headers-too-large', { detail: 'the request head is larger than allowed' });

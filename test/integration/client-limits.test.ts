@@ -180,6 +180,28 @@ test('slowloris: a head trickled slower than header_timeout gets 408 on time', a
   assert.equal(demo.stats.requests, 0);
 });
 
+test('a connection that never sends a byte is closed at header_timeout, with no 408 and no access-log line', async (t) => {
+  // Found by the soak (docs/reliability.md#soak): a keep-alive pool's spare connection, opened and
+  // not used within header_timeout, got a 408 and a "rejected" log line for a request that never
+  // existed (and a client whose first request crossed that 408 would have read it as its answer).
+  // Like nginx, a connection with nothing received is closed quietly.
+  const { gw, demo } = await setup(t);
+  const c = await openRaw(gw.port);
+  t.after(() => c.socket.destroy());
+  const t0 = performance.now();
+  const closed = await waitClosed(c, HEADER_TIMEOUT + LATE + 1_000);
+  const elapsed = performance.now() - t0;
+  assert.ok(closed, 'the connection is closed');
+  assert.equal(c.response(closed).raw, '', 'nothing is written to it');
+  assert.ok(elapsed >= HEADER_TIMEOUT - 5, `closed after ${elapsed} ms, before header_timeout`);
+  assert.ok(elapsed <= HEADER_TIMEOUT + LATE, `closed after ${elapsed} ms`);
+  // A partial head still gets its 408 and its line; the quiet one left none.
+  const r = await rawRequest(gw.port, 'GET / HTTP/1.1\r\nHost: x\r\n', HEADER_TIMEOUT + LATE + 1_000);
+  await assertProblem(gw, r, 408, 'client-timeout');
+  assert.equal(gw.log.entries.length, 1, JSON.stringify(gw.log.entries));
+  assert.equal(demo.stats.requests, 0);
+});
+
 test('an idle request body gets 408 after body_idle_timeout and the upstream request is aborted', async (t) => {
   const { gw, demo } = await setup(t);
   const c = await openRaw(gw.port);
@@ -197,6 +219,49 @@ test('an idle request body gets 408 after body_idle_timeout and the upstream req
   assert.ok(elapsed >= BODY_IDLE - 5, `408 came after ${elapsed} ms, before the ${BODY_IDLE} ms deadline`);
   assert.ok(elapsed <= BODY_IDLE + LATE, `408 came after ${elapsed} ms, expected about ${BODY_IDLE} ms`);
   await upstreamAborted(demo);
+});
+
+test('a body that trickles past the route total: 408 client-timeout, and no verdict on the upstream (the circuit stays closed)', async (t) => {
+  // Found by the slow-body battery (slowhttptest -B, docs/reliability.md): a client sending its body
+  // one byte at a time, faster than body_idle_timeout, ran into the route's total and got
+  // 504 upstream-timeout, counted against the upstream: a few such clients opened its circuit
+  // for everyone. The upstream was waiting for the client the whole time.
+  const demo = await startDemoUpstream({ port: 0 });
+  t.after(() => demo.close());
+  const TOTAL = 600;
+  const gw = await startTestGateway(`
+client: { body_idle_timeout: 5s }
+upstreams:
+  demo:
+    targets: ["${demo.url}"]
+    circuit: { error_rate: 50%, min_requests: 3, window: 10s, open_for: 30s }
+routes:
+  - { name: upload, match: { path: / }, upstream: demo, timeouts: { total: ${TOTAL}ms } }
+`);
+  t.after(() => gw.close());
+  const trickle = async () => {
+    const c = await openRaw(gw.port);
+    t.after(() => c.socket.destroy());
+    const t0 = performance.now();
+    c.socket.write('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n');
+    const drip = setInterval(() => c.socket.writable && c.socket.write('x'), 50);
+    const closed = await waitClosed(c, TOTAL + LATE + 5_000);
+    clearInterval(drip);
+    return { r: c.response(closed), closed, elapsed: c.firstDataAt() - t0 };
+  };
+  const runs = await Promise.all([trickle(), trickle(), trickle(), trickle()]);
+  for (const { r, closed, elapsed } of runs) {
+    const p = await assertProblem(gw, r, 408, 'client-timeout');
+    assert.equal(p.route, 'upload');
+    assert.match(String(p.detail), /request body/);
+    assert.ok(closed, 'the connection is closed (the rest of the body will never be read)');
+    assert.ok(elapsed >= TOTAL - 5, `408 came after ${elapsed} ms, before the ${TOTAL} ms total`);
+    assert.ok(elapsed <= TOTAL + LATE, `408 came after ${elapsed} ms, expected about ${TOTAL} ms`);
+  }
+  await upstreamAborted(demo, 4);
+  assert.equal(gw.sluice.gateway.runtime.upstreams.get('demo')?.circuitState(), 'closed');
+  const ok = await rawRequest(gw.port, 'GET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  assert.equal(ok.status, 200, ok.raw);
 });
 
 test('413 for a Content-Length above max_body, before the body is read', async (t) => {
