@@ -553,7 +553,9 @@ export class Exchange {
       const reason = this.req.httpVersionMajor === 2 ? undefined : statusText || undefined;
       this.res.writeHead(statusCode, reason, headers);
     } catch {
-      // An upstream header Node refuses to write (invalid characters): malformed response.
+      // An upstream header or reason phrase Node refuses to write (invalid characters): malformed
+      // response. writeHead kept the refused reason: the problem's own writeHead would refuse it again.
+      this.res.statusMessage = '';
       this.state = WAITING;
       this.#fail(this.#malformed('invalid header'));
       return false;

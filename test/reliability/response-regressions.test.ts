@@ -1,0 +1,63 @@
+/**
+ * Regressions found by the fuzzed upstream responses (issue 14), one test per bug, each on a raw
+ * upstream that sends the exact bytes that broke the gateway. The same bytes are kept in
+ * test/corpus/responses/ and replayed by response-fuzz.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  H1_ONLY,
+  send,
+  startRawServer,
+  startTestGateway,
+  type TestGateway,
+  type TestServer,
+} from '../helpers.ts';
+
+/** `p`, or a failure after `ms`: a gateway that never answers fails the test at once, not at the suite timeout. */
+const within = <T>(ms: number, p: Promise<T>): Promise<T> =>
+  Promise.race([
+    p,
+    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms}ms`)), ms)),
+  ]);
+
+/** A raw upstream that answers every request on a connection with `bytes`, then closes it. */
+const answering = (bytes: string) =>
+  startRawServer((s) => {
+    s.once('data', () => s.end(Buffer.from(bytes, 'latin1')));
+  });
+
+describe('fuzzed upstream responses: regressions', () => {
+  const upstreams: Record<string, TestServer<import('node:net').Server>> = {};
+  let gw: TestGateway;
+  const BYTES: Record<string, string> = {
+    nulReason: 'HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok',
+  };
+  before(async () => {
+    for (const [name, bytes] of Object.entries(BYTES)) upstreams[name] = await answering(bytes);
+    gw = await startTestGateway(`
+upstreams:
+${Object.keys(BYTES)
+  .map((n) => `  ${n}: { targets: ["${upstreams[n].url}"] }`)
+  .join('\n')}
+routes:
+${Object.keys(BYTES)
+  .map((n) => `  - { name: ${n}, match: { path: /${n} }, upstream: ${n}, timeouts: { total: 3s } }`)
+  .join('\n')}
+`);
+  });
+  after(async () => {
+    await gw.close();
+    await Promise.all(Object.values(upstreams).map((u) => u.close()));
+  });
+
+  test('a NUL in the reason phrase gets a 502 problem, not a hang', H1_ONLY, async () => {
+    // Node refused the reason when the response head was written, and kept it: the 502's own head
+    // was refused again and the client never got an answer.
+    const r = await within(3_000, send(gw.port, '/nulReason'));
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['content-type'], 'application/problem+json');
+    assert.equal(r.headers['proxy-status'], 'sluice; error=http_protocol_error');
+    assert.match(JSON.parse(r.body).type, /upstream-unreachable$/);
+  });
+});
