@@ -485,9 +485,9 @@ export class Exchange {
       this.#lastResult = 'ok';
       this.rt.upstream.report(target, 'ok');
     }
-    const { headers, serverTiming, via, ambiguous } = filterResponseHeaders(rawHeaders);
-    if (ambiguous) {
-      this.#fail(this.#malformed('Content-Length with Transfer-Encoding'));
+    const { headers, serverTiming, via, malformed } = filterResponseHeaders(rawHeaders);
+    if (malformed !== undefined) {
+      this.#fail(this.#malformed(malformed));
       return false;
     }
     // No retry is possible once the response begins: the kept body is released.
