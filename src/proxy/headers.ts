@@ -146,7 +146,8 @@ export function filterResponseHeaders(raw: readonly (Buffer | string)[]): {
       ? undefined
       : hasLength
         ? 'Content-Length with Transfer-Encoding'
-        : encoding.trim().toLowerCase() === 'chunked'
+        : // A tab after it makes llhttp read no chunked at all (the body runs to the close): refused.
+          /^[ \t]*chunked *$/i.test(encoding)
           ? undefined
           : `Transfer-Encoding "${encoding}" is not one chunked coding`;
   const named = connectionNamed(connection);

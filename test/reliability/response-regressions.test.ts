@@ -38,6 +38,7 @@ describe('fuzzed upstream responses: regressions', () => {
       'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
     chunkedParam: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;q=1\r\n\r\nok',
     emptyCoding: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\nok',
+    chunkedTab: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
   };
   before(async () => {
     for (const [name, bytes] of Object.entries(BYTES)) upstreams[name] = await answering(bytes);
@@ -72,6 +73,10 @@ ${Object.keys(BYTES)
     ['chunkedTwice', 'chunked applied twice (two Transfer-Encoding fields)'],
     ['chunkedParam', 'chunked with a parameter'],
     ['emptyCoding', 'an empty Transfer-Encoding'],
+    [
+      'chunkedTab',
+      'a tab after chunked (llhttp then reads the body to the close: the chunk framing as body)',
+    ],
   ]) {
     test(`a response with ${what} gets a 502 problem`, H1_ONLY, async () => {
       // undici read each as some framing and the gateway passed on a well-framed 200 with a body the
