@@ -28,7 +28,14 @@ import { jobErrorFrom } from '../jobs/job-view.ts';
 import type { OffloadHost as JobsHost } from '../jobs/running-job.ts';
 import { type AccessLogEntry, isoNow, REQUEST_OF } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
-import type { Admission, ConnectTimings, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
+import {
+  type Admission,
+  type ConnectTimings,
+  endedByReset,
+  type RequestResult,
+  type Target,
+  type TryResult,
+} from '../upstream/upstream.ts';
 import {
   addVary,
   type CompressingWriter,
@@ -213,6 +220,8 @@ export class Exchange {
   #answered = false;
   /** The response body's way to the client when it is compressed (SPEC §6 compress), else undefined. */
   #out: CompressingWriter | undefined = undefined;
+  /** The response's body runs to the close of the upstream connection (no length, not chunked). */
+  #toClose = false;
   /** The encoding the response got, for the log. */
   #encoding: string | undefined = undefined;
   #logged = false;
@@ -485,7 +494,8 @@ export class Exchange {
       this.#lastResult = 'ok';
       this.rt.upstream.report(target, 'ok');
     }
-    const { headers, serverTiming, via, malformed } = filterResponseHeaders(rawHeaders);
+    const { headers, serverTiming, via, malformed, toClose } = filterResponseHeaders(rawHeaders);
+    this.#toClose = toClose && statusCode !== 204 && statusCode !== 304 && this.method !== 'HEAD';
     if (malformed !== undefined) {
       this.#fail(this.#malformed(malformed));
       return false;
@@ -604,6 +614,19 @@ export class Exchange {
 
   onComplete(): void {
     if (this.state === DONE) return;
+    if (this.#toClose && endedByReset()) {
+      // A body that runs to the close, ended by a reset: what the reset lost is missing, so it is cut,
+      // never completed.
+      this.#lastResult = 'reset';
+      this.rt.upstream.report(this.target as Target, 'reset');
+      const err = Object.assign(
+        new Error('the upstream reset the connection during a body that runs to the close'),
+        {
+          code: 'ECONNRESET',
+        },
+      );
+      return this.#fail(fromUpstreamFailure(err, 'read', this.rt.name, this.rt.upstream.name));
+    }
     this.state = DONE;
     this.#release();
     if (this.#sink !== undefined) this.#sink.end();

@@ -120,6 +120,8 @@ export function filterResponseHeaders(raw: readonly (Buffer | string)[]): {
    * would strip with the header and so hand on undecoded, one it cannot frame by), as nginx refuses.
    */
   malformed: string | undefined;
+  /** Neither Content-Length nor Transfer-Encoding: the body (if the status has one) runs to the close. */
+  toClose: boolean;
 } {
   const headers: string[] = [];
   let hasLength = false;
@@ -150,13 +152,14 @@ export function filterResponseHeaders(raw: readonly (Buffer | string)[]): {
           /^[ \t]*chunked *$/i.test(encoding)
           ? undefined
           : `Transfer-Encoding "${encoding}" is not one chunked coding`;
+  const toClose = !hasLength && encoding === undefined;
   const named = connectionNamed(connection);
   if (named) {
     const kept: string[] = [];
     for (let i = 0; i < headers.length; i += 2) {
       if (!named.has(headers[i].toLowerCase())) kept.push(headers[i], headers[i + 1]);
     }
-    return { headers: kept, serverTiming, via, malformed };
+    return { headers: kept, serverTiming, via, malformed, toClose };
   }
-  return { headers, serverTiming, via, malformed };
+  return { headers, serverTiming, via, malformed, toClose };
 }

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
+  getBody,
   H1_ONLY,
   send,
   startRawServer,
@@ -31,6 +32,7 @@ describe('fuzzed upstream responses: regressions', () => {
   const upstreams: Record<string, TestServer<import('node:net').Server>> = {};
   let gw: TestGateway;
   const BYTES: Record<string, string> = {
+    // (resetToClose is served by its own upstream, below.)
     nulReason: 'HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok',
     gzipChunked:
       'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n',
@@ -42,6 +44,14 @@ describe('fuzzed upstream responses: regressions', () => {
   };
   before(async () => {
     for (const [name, bytes] of Object.entries(BYTES)) upstreams[name] = await answering(bytes);
+    // A body that runs to the close, ended by a reset instead of a close.
+    upstreams.resetToClose = await startRawServer((s) => {
+      s.once('data', () => {
+        s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart of a body');
+        setTimeout(() => s.resetAndDestroy(), 20);
+      });
+    });
+    BYTES.resetToClose = '';
     gw = await startTestGateway(`
 upstreams:
 ${Object.keys(BYTES)
@@ -86,4 +96,13 @@ ${Object.keys(BYTES)
       assert.equal(r.headers['proxy-status'], 'sluice; error=http_protocol_error');
     });
   }
+
+  test('a body that runs to the close, ended by a reset, is cut, never completed', async () => {
+    // undici takes an ECONNRESET as the end of a response that is not kept alive, so the gateway ended
+    // the client's response as complete with whatever the reset had not lost.
+    const r = await within(3_000, getBody(gw.url('/resetToClose')));
+    assert.equal(r.status, 200);
+    assert.equal(r.complete, false);
+    assert.ok('part of a body'.startsWith(r.body), r.body);
+  });
 });
