@@ -642,6 +642,15 @@ export class Exchange {
   onError(err: Error): void {
     if (this.state === DONE) return;
     const phase = this.#phaseForFailure(err);
+    if (
+      this.state === READING &&
+      (this.status === 304 || this.status === 204) &&
+      (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+    ) {
+      // undici holds a Content-Length against the body even where the status has none (RFC 9110 §8.6
+      // lets a 304 carry the selected representation's length): the response is complete.
+      return this.onComplete();
+    }
     if (this.state === READING) {
       this.#lastResult = 'reset';
       this.rt.upstream.report(this.target as Target, 'reset');
