@@ -564,8 +564,11 @@ export class Exchange {
       this.res.writeHead(statusCode, reason, headers);
     } catch {
       // An upstream header or reason phrase Node refuses to write (invalid characters): malformed
-      // response. writeHead kept the refused reason: the problem's own writeHead would refuse it again.
+      // response. writeHead kept what it refused (HTTP/1.1: the reason phrase; HTTP/2: every header, a
+      // repeated single-value one such as ETag among them): the problem's own writeHead would refuse it
+      // again, and carry the upstream's headers.
       this.res.statusMessage = '';
+      for (const name of this.res.getHeaderNames()) this.res.removeHeader(name);
       this.state = WAITING;
       this.#fail(this.#malformed('invalid header'));
       return false;
