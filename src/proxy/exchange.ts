@@ -496,6 +496,11 @@ export class Exchange {
     }
     const { headers, serverTiming, via, malformed, toClose } = filterResponseHeaders(rawHeaders);
     this.#toClose = toClose && statusCode !== 204 && statusCode !== 304 && this.method !== 'HEAD';
+    if (statusCode === 204) {
+      // RFC 9110 §8.6: never a Content-Length on a 204 (HTTP/2 clients reset the stream over one).
+      for (let i = headers.length - 2; i >= 0; i -= 2)
+        if (headers[i].length === 14 && headers[i].toLowerCase() === 'content-length') headers.splice(i, 2);
+    }
     if (malformed !== undefined) {
       this.#fail(this.#malformed(malformed));
       return false;
