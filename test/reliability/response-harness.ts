@@ -31,7 +31,16 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function startHarness(): Promise<Harness> {
   let current: ResponseCase | undefined;
-  const fuzzed = await startRawServer((s) => serveConnection(s, () => current));
+  /** Resolves when the upstream has written the whole of the current case (it writes in pieces). */
+  let written: Promise<void> = Promise.resolve();
+  let wrote: () => void = () => {};
+  const fuzzed = await startRawServer((s) =>
+    serveConnection(
+      s,
+      () => current,
+      () => wrote(),
+    ),
+  );
   const healthy = await startHttpServer((_req, res) => res.end('healthy'));
   const gw = await startTestGateway(`
 upstreams:
@@ -47,6 +56,9 @@ routes:
     async run(c) {
       if (process.env.FUZZ_TRACE) console.error(`case ${n + 1}: ${JSON.stringify(c)}`);
       current = c;
+      written = new Promise<void>((resolve) => {
+        wrote = resolve;
+      });
       const id = ++n;
       const seen = H2 ? await observeH2(gw.url(`/fz/${id}`)) : await observeH1(gw.port, `/fz/${id}`);
       const wrong = judge(c, seen);
@@ -54,6 +66,10 @@ routes:
       const h = await send(gw.port, '/healthy').catch((e: Error) => ({ status: 0, body: e.message }));
       if (h.status !== 200 || h.body !== 'healthy')
         return `pool did not recover: the healthy upstream gave ${h.status} ${JSON.stringify(h.body)}`;
+      // "Once it behaves": the last piece of the case has been written, and has had time to arrive
+      // (a piece that lands while a next request is in flight is that request's answer).
+      await Promise.race([written, sleep(1_000)]);
+      await sleep(5);
       const g = await send(gw.port, `/good/${id}`).catch((e: Error) => ({ status: 0, body: e.message }));
       if (g.status !== 200 || g.body !== `good-${id}`)
         return `pool did not recover: the fuzzed upstream, well-behaved again, gave ${g.status} ${JSON.stringify(g.body.slice(0, 400))}`;
@@ -71,7 +87,7 @@ routes:
  * case's bytes, written in pieces at its split points, then what `after` says; `/good/N` gets a
  * well-formed `good-N` with keep-alive.
  */
-function serveConnection(s: Socket, current: () => ResponseCase | undefined): void {
+function serveConnection(s: Socket, current: () => ResponseCase | undefined, wrote: () => void): void {
   let buffered = '';
   let busy = false;
   let done = false;
@@ -91,6 +107,7 @@ function serveConnection(s: Socket, current: () => ResponseCase | undefined): vo
         at = k;
         if (k < c.bytes.length) await sleep(1);
       }
+      wrote();
       const after: After = c.after;
       if (after === 'end') {
         done = true;
