@@ -5,7 +5,7 @@
  * after them (HTTP/1.1: closed before the declared end; h2: RST_STREAM), never a well-framed response
  * with a wrong body; and after every case the pool recovers (test/reliability/response-harness.ts).
  *
- * A fixed budget per run (`FUZZ_RUNS`, default 250), a seed printed on failure (`FUZZ_SEED` replays
+ * A fixed budget per run (`FUZZ_RUNS`, default 400, 100 over h2), a seed printed on failure (`FUZZ_SEED` replays
  * it), shrinking by fast-check; the regression cases in test/corpus/responses/ replay first. The long
  * run is `scripts/fuzz-responses.ts`.
  */
@@ -16,7 +16,7 @@ import { H2 } from '../helpers.ts';
 import { responseCase } from './response-grammar.ts';
 import { describeCase, type Harness, loadCorpus, startHarness } from './response-harness.ts';
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? (H2 ? 80 : 250));
+const RUNS = Number(process.env.FUZZ_RUNS ?? (H2 ? 100 : 400));
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
 describe('fuzzed upstream responses', () => {
