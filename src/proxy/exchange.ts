@@ -29,7 +29,14 @@ import { jobErrorFrom } from '../jobs/job-view.ts';
 import type { OffloadHost as JobsHost } from '../jobs/running-job.ts';
 import { type AccessLogEntry, isoNow, REQUEST_OF } from '../observability/access-log.ts';
 import { gatewayTiming, parseServerTiming } from '../observability/server-timing.ts';
-import type { Admission, ConnectTimings, RequestResult, Target, TryResult } from '../upstream/upstream.ts';
+import {
+  type Admission,
+  type ConnectTimings,
+  endedByReset,
+  type RequestResult,
+  type Target,
+  type TryResult,
+} from '../upstream/upstream.ts';
 import {
   addVary,
   type CompressingWriter,
@@ -215,6 +222,8 @@ export class Exchange {
   #answered = false;
   /** The response body's way to the client when it is compressed (SPEC §6 compress), else undefined. */
   #out: CompressingWriter | undefined = undefined;
+  /** The response's body runs to the close of the upstream connection (no length, not chunked). */
+  #toClose = false;
   /** The encoding the response got, for the log. */
   #encoding: string | undefined = undefined;
   #logged = false;
@@ -487,9 +496,15 @@ export class Exchange {
       this.#lastResult = 'ok';
       this.rt.upstream.report(target, 'ok');
     }
-    const { headers, serverTiming, via, ambiguous } = filterResponseHeaders(rawHeaders);
-    if (ambiguous) {
-      this.#fail(this.#malformed('Content-Length with Transfer-Encoding'));
+    const { headers, serverTiming, via, malformed, toClose } = filterResponseHeaders(rawHeaders);
+    this.#toClose = toClose && statusCode !== 204 && statusCode !== 304 && this.method !== 'HEAD';
+    if (statusCode === 204) {
+      // RFC 9110 §8.6: never a Content-Length on a 204 (HTTP/2 clients reset the stream over one).
+      for (let i = headers.length - 2; i >= 0; i -= 2)
+        if (headers[i].length === 14 && headers[i].toLowerCase() === 'content-length') headers.splice(i, 2);
+    }
+    if (malformed !== undefined) {
+      this.#fail(this.#malformed(malformed));
       return false;
     }
     // No retry is possible once the response begins: the kept body is released.
@@ -555,7 +570,12 @@ export class Exchange {
       const reason = this.req.httpVersionMajor === 2 ? undefined : statusText || undefined;
       this.res.writeHead(statusCode, reason, headers);
     } catch {
-      // An upstream header Node refuses to write (invalid characters): malformed response.
+      // An upstream header or reason phrase Node refuses to write (invalid characters): malformed
+      // response. writeHead kept what it refused (HTTP/1.1: the reason phrase; HTTP/2: every header, a
+      // repeated single-value one such as ETag among them): the problem's own writeHead would refuse it
+      // again, and carry the upstream's headers.
+      this.res.statusMessage = '';
+      for (const name of this.res.getHeaderNames()) this.res.removeHeader(name);
       this.state = WAITING;
       this.#fail(this.#malformed('invalid header'));
       return false;
@@ -604,6 +624,19 @@ export class Exchange {
 
   onComplete(): void {
     if (this.state === DONE) return;
+    if (this.#toClose && endedByReset()) {
+      // A body that runs to the close, ended by a reset: what the reset lost is missing, so it is cut,
+      // never completed.
+      this.#lastResult = 'reset';
+      this.rt.upstream.report(this.target as Target, 'reset');
+      const err = Object.assign(
+        new Error('the upstream reset the connection during a body that runs to the close'),
+        {
+          code: 'ECONNRESET',
+        },
+      );
+      return this.#fail(fromUpstreamFailure(err, 'read', this.rt.name, this.rt.upstream.name));
+    }
     this.state = DONE;
     this.#release();
     if (this.#sink !== undefined) this.#sink.end();
@@ -619,6 +652,15 @@ export class Exchange {
   onError(err: Error): void {
     if (this.state === DONE) return;
     const phase = this.#phaseForFailure(err);
+    if (
+      this.state === READING &&
+      (this.status === 304 || this.status === 204) &&
+      (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+    ) {
+      // undici holds a Content-Length against the body even where the status has none (RFC 9110 §8.6
+      // lets a 304 carry the selected representation's length): the response is complete.
+      return this.onComplete();
+    }
     if (this.state === READING) {
       this.#lastResult = 'reset';
       this.rt.upstream.report(this.target as Target, 'reset');

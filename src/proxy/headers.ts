@@ -118,12 +118,18 @@ export function filterResponseHeaders(raw: readonly (Buffer | string)[]): {
   headers: string[];
   serverTiming: string | undefined;
   via: string | undefined;
-  /** Content-Length and Transfer-Encoding together: ambiguous framing (RFC 9112 §6.3), refused. */
-  ambiguous: boolean;
+  /**
+   * Why the framing is refused, else undefined: Content-Length with Transfer-Encoding (ambiguous, RFC
+   * 9112 §6.3), or a Transfer-Encoding other than one `chunked` (chunked twice, a coding the gateway
+   * would strip with the header and so hand on undecoded, one it cannot frame by), as nginx refuses.
+   */
+  malformed: string | undefined;
+  /** Neither Content-Length nor Transfer-Encoding: the body (if the status has one) runs to the close. */
+  toClose: boolean;
 } {
   const headers: string[] = [];
   let hasLength = false;
-  let hasEncoding = false;
+  let encoding: string | undefined;
   let connection: string | undefined;
   let serverTiming: string | undefined;
   let via: string | undefined;
@@ -135,7 +141,7 @@ export function filterResponseHeaders(raw: readonly (Buffer | string)[]): {
     const value = headerText(raw[i + 1]);
     if (lower === 'content-length') hasLength = true;
     if (RESPONSE_DROP.has(lower)) {
-      if (lower === 'transfer-encoding') hasEncoding = true;
+      if (lower === 'transfer-encoding') encoding = encoding === undefined ? value : `${encoding}, ${value}`;
       if (lower === 'connection') connection = connection ? `${connection}, ${value}` : value;
       else if (lower === 'via') via = via ? `${via}, ${value}` : value;
       continue;
@@ -143,13 +149,23 @@ export function filterResponseHeaders(raw: readonly (Buffer | string)[]): {
     if (lower === 'server-timing') serverTiming = serverTiming ? `${serverTiming}, ${value}` : value;
     headers.push(name, value);
   }
+  const malformed =
+    encoding === undefined
+      ? undefined
+      : hasLength
+        ? 'Content-Length with Transfer-Encoding'
+        : // A tab after it makes llhttp read no chunked at all (the body runs to the close): refused.
+          /^[ \t]*chunked *$/i.test(encoding)
+          ? undefined
+          : `Transfer-Encoding "${encoding}" is not one chunked coding`;
+  const toClose = !hasLength && encoding === undefined;
   const named = connectionNamed(connection);
   if (named) {
     const kept: string[] = [];
     for (let i = 0; i < headers.length; i += 2) {
       if (!named.has(headers[i].toLowerCase())) kept.push(headers[i], headers[i + 1]);
     }
-    return { headers: kept, serverTiming, via, ambiguous: hasLength && hasEncoding };
+    return { headers: kept, serverTiming, via, malformed, toClose };
   }
-  return { headers, serverTiming, via, ambiguous: hasLength && hasEncoding };
+  return { headers, serverTiming, via, malformed, toClose };
 }

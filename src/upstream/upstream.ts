@@ -93,6 +93,8 @@ function timedConnector(
         (callback as (e: Error | null, s: Socket | null) => void)(err, sock);
       },
     );
+    // Before undici's own listener: see endedByReset.
+    socket?.on('error', noteReset);
     socket?.once('lookup', () => {
       lookedUp = performance.now();
     });
@@ -100,6 +102,26 @@ function timedConnector(
       connected = performance.now();
     });
   };
+}
+
+let resetting = false;
+function noteReset(err: Error): void {
+  if ((err as { code?: string }).code !== 'ECONNRESET' || resetting) return;
+  resetting = true;
+  queueMicrotask(() => {
+    resetting = false;
+  });
+}
+
+/**
+ * Whether the response completing right now is being completed by undici because its connection was
+ * reset. undici takes an ECONNRESET as the end of a response that is not kept alive (a workaround for
+ * macOS), so a body that runs to the close would end "complete" with what the reset lost missing; the
+ * exchange asks this from onComplete (called synchronously from the socket's error event, after this
+ * module's listener) and cuts such a body instead.
+ */
+export function endedByReset(): boolean {
+  return resetting;
 }
 
 /** How one try ended, as far as the upstream is concerned. */
