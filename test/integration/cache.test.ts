@@ -336,7 +336,7 @@ describe('response cache', () => {
     up.on('/w', (_q, res, n) => {
       setTimeout(
         () => text(res, `w${n}`, { 'cache-control': 'max-age=1, stale-while-revalidate=30' }),
-        n > 1 ? 200 : 0,
+        n > 1 ? 1_000 : 0,
       );
     });
     const gw = await cachedGateway(up);
@@ -345,12 +345,13 @@ describe('response cache', () => {
     await sleep(1_100);
     const t0 = performance.now();
     const burst = await Promise.all([1, 2, 3, 4, 5].map(() => get(gw.url('/w'))));
-    assert.ok(performance.now() - t0 < 150, 'stale copies go out without waiting for the refresh');
+    // The refresh takes 1 s upstream: a burst that waited for it would take at least that long.
+    assert.ok(performance.now() - t0 < 800, 'stale copies go out without waiting for the refresh');
     for (const r of burst) {
       assert.equal(r.body, 'w1');
       assert.equal(r.cs, 'sluice; hit; detail=stale-while-revalidate');
     }
-    await sleep(400);
+    await sleep(1_300);
     assert.equal(up.count('/w'), 2, 'one background request');
     const fresh = await get(gw.url('/w'));
     assert.equal(fresh.body, 'w2');
@@ -369,10 +370,12 @@ describe('response cache', () => {
         res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' });
         res.write('part1-');
         setTimeout(() => res.end(`part2-${n}`), 150);
-      }, 350);
+      }, 1_000);
     });
     const gw = await cachedGateway(up);
     t.after(() => gw.close());
+    // The upstream answers after 1 s: an impatient waiter (150 ms) arriving any time before ~850 ms
+    // runs out of budget while it waits, however slowly a loaded machine gets it there.
     const leader = get(gw.url('/hot'));
     await sleep(50);
     const impatient = get(gw.url('/hot'), { 'x-timeout-ms': '150' });
