@@ -32,6 +32,7 @@ import {
   SLUICE_NODE_FLAGS,
   sleep,
   spawnPinned,
+  startDemoUpstreamProcess,
   waitReady,
 } from '../bench/macro/lib.ts';
 
@@ -148,18 +149,7 @@ function slope(xs: number[], ys: number[]): number {
 async function main(): Promise<void> {
   raiseNofile(16_384);
   const tmp = makeTmpDir();
-  const upPort = await freePort();
-  const upstream = spawnPinned(
-    'demo-upstream',
-    null,
-    NODE,
-    [SLUICE_MAIN, 'demo-upstream', '--port', String(upPort)],
-    {
-      logFile: path.join(tmp, 'upstream.log'),
-    },
-  );
-  const upstreamUrl = `http://127.0.0.1:${upPort}`;
-  await waitReady(`${upstreamUrl}/fast`, upstream);
+  const { proc: upstream, url: upstreamUrl } = await startDemoUpstreamProcess(tmp);
   const [port, adminPort] = [await freePort(), await freePort()];
   const file = path.join(tmp, 'sluice.yaml');
   writeFileSync(file, config(port, adminPort, upstreamUrl, tmp));

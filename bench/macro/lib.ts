@@ -891,3 +891,20 @@ export async function inspectorGcAndMemory(port: number): Promise<Record<string,
     ws.close();
   }
 }
+
+/** `sluice demo-upstream` as its own process (not pinned) on a free port, once it answers /fast. */
+export async function startDemoUpstreamProcess(tmp: string): Promise<{ proc: Proc; url: string }> {
+  const port = await freePort();
+  const proc = spawnPinned(
+    'demo-upstream',
+    null,
+    NODE,
+    [SLUICE_MAIN, 'demo-upstream', '--port', String(port)],
+    {
+      logFile: path.join(tmp, 'upstream.log'),
+    },
+  );
+  const url = `http://127.0.0.1:${port}`;
+  await waitReady(`${url}/fast`, proc);
+  return { proc, url };
+}

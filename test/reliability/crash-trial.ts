@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { type DemoUpstream, startDemoUpstream } from '../../src/demo/demo-upstream.ts';
+import { seeded } from '../../src/upstream/balancers/test-random.ts';
 import { type GatewayProcess, spawnGateway } from '../helpers.ts';
 
 export type StoreKind = 'sqlite' | 'redis';
@@ -64,18 +65,6 @@ export interface TrialReport {
   /** Kill moments, ms after the trial's traffic began. */
   killAtMs: number[];
   wallMs: number;
-}
-
-/** mulberry32: a small seeded PRNG. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const LEASE = '1s';
@@ -164,7 +153,7 @@ interface Accepted {
 export async function runCrashTrials(opts: TrialOptions): Promise<TrialReport> {
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
-  const rnd = prng(opts.seed);
+  const rnd = seeded(opts.seed);
   slowMax = opts.slowMaxMs ?? 1_500;
   const demo = await startDemoUpstream({ port: 0 });
   let cleanup: () => Promise<void> = async () => {};
