@@ -77,7 +77,7 @@ function metric(text: string, name: string, labels: Record<string, string> = {})
 }
 
 describe('headroom against the limit that fires first', () => {
-  test('ttfb 400ms / total 2s: 350 ms requests are ~88% headroom and a p95 > 50% rule fires', async (t) => {
+  test('ttfb 900ms / total 2s: 630 ms requests are ~70% headroom and a p95 > 50% rule fires', async (t) => {
     const demo = await startDemoUpstream({ port: 0 });
     t.after(() => demo.close());
     const hook = await receiver(t);
@@ -85,10 +85,10 @@ describe('headroom against the limit that fires first', () => {
       `
 upstreams: { demo: { targets: ["${demo.url}"] } }
 routes:
-  - { name: api, match: { path: / }, upstream: demo, timeouts: { ttfb: 400ms, total: 2s } }
+  - { name: api, match: { path: / }, upstream: demo, timeouts: { ttfb: 900ms, total: 2s } }
 alerts:
   webhook: ${hook.url}
-  window: 5s
+  window: 10s
   min_requests: 4
   rules:
     - { name: headroom, when: p95 > 50% of timeout, for: 0s }
@@ -96,14 +96,15 @@ alerts:
       { admin: true },
     );
     t.after(() => gw.close());
-    for (let i = 0; i < 6; i++) assert.equal((await fetch(gw.url('/slow?ms=350'))).status, 200);
+    // 270 ms of margin below ttfb, so that a loaded machine's scheduling delay is not a timeout.
+    for (let i = 0; i < 6; i++) assert.equal((await fetch(gw.url('/slow?ms=630'))).status, 200);
     const text = await metrics(gw.sluice.adminPort);
     const ratio = metric(text, 'sluice_route_headroom_ratio', { route: 'api', limit: 'ttfb' }) as number;
-    assert.ok(ratio > 0.8 && ratio < 1.0, `headroom ${ratio}`);
+    assert.ok(ratio > 0.65 && ratio < 1.0, `headroom ${ratio}`);
     const fired = await hook.next((h) => h.n.state === 'firing', 5_000);
-    assert.equal(fired.n.timeout_ms, 400);
+    assert.equal(fired.n.timeout_ms, 900);
     assert.equal(fired.n.timeout_phase, 'ttfb');
-    assert.match(fired.n.text, /of its ttfb 400ms timeout/);
+    assert.match(fired.n.text, /of its ttfb 900ms timeout/);
   });
 });
 
