@@ -266,7 +266,12 @@ export class GatewayError extends Error {
   readonly headers: readonly string[] | undefined;
 
   constructor(code: ErrorCode, init: GatewayErrorInit) {
+    // No stack trace: a GatewayError is an answer, not a bug (a cause keeps its own stack). Capturing
+    // one was a tenth of the CPU of a burst of timeouts, and streams format it (err.stack) on destroy.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(init.detail, init.cause === undefined ? undefined : { cause: init.cause });
+    Error.stackTraceLimit = limit;
     const kind = KINDS[code];
     this.name = 'GatewayError';
     this.code = code;

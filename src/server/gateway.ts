@@ -4,7 +4,7 @@
  * in-flight requests up to a bound, close) and live config swaps.
  */
 
-import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { peerAddress, TrustedProxies } from '../access/client-address.ts';
@@ -12,15 +12,7 @@ import { type Admission, isRefused, type Verdict } from '../access/gate.ts';
 import type { RateLimiter } from '../access/rate-limit.ts';
 import { ResponseCache } from '../cache/cache.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
-import {
-  GatewayError,
-  isClientGone,
-  isGatewayError,
-  type ProblemExtras,
-  problemBody,
-  proxyStatus,
-  sendProblem,
-} from '../errors.ts';
+import { GatewayError, isClientGone, isGatewayError, sendProblem } from '../errors.ts';
 import { acceptedResponse, isSafeToRepeat, parsePrefer, readBody } from '../jobs/accept.ts';
 import { callbackFor } from '../jobs/callback.ts';
 import { newJobId, ownerHash } from '../jobs/ids.ts';
@@ -41,6 +33,7 @@ import type { ResponseTap } from '../proxy/tap.ts';
 import { answerRaw, tunnel } from '../proxy/tunnel.ts';
 import { parseTarget } from '../routing/normalize.ts';
 import type { UpstreamEvent } from '../upstream/upstream.ts';
+import { ClientErrors } from './client-errors.ts';
 import { type JobPeers, JobsHost } from './jobs-host.ts';
 import { createPublicListener, type PublicListener } from './listeners.ts';
 import { framingRefusal, pipelinedBehind } from './request-framing.ts';
@@ -220,7 +213,7 @@ export class Gateway implements ExchangeHost {
       );
       server.on('connect', (req: IncomingMessage, socket: Duplex) => this.#connect(req, socket));
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
-        this.#clientError(err, socket),
+        this.#clientErrors.handle(err, socket),
       );
     }
   }
@@ -407,6 +400,7 @@ export class Gateway implements ExchangeHost {
     this.accessLog.write(entry);
     this.#onRequest?.(entry);
   };
+  readonly #clientErrors = new ClientErrors(this.#record);
 
   log(entry: AccessLogEntry, exchange?: Exchange): void {
     if (exchange !== undefined) this.#live.delete(exchange);
@@ -979,66 +973,5 @@ export class Gateway implements ExchangeHost {
     this.log(
       answeredEntry(answered(req, requestId, startedAt, logPath, rt), err.status, err.outcome, err.code),
     );
-  }
-
-  /** Malformed or oversized requests that Node's parser refuses, and header-read timeouts. */
-  #clientError(err: NodeJS.ErrnoException, socket: Socket): void {
-    const code = err.code ?? '';
-    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    // Pipelining: a malformed request behind ones still being answered (whose bodies were read
-    // whole) waits its turn. Its 400 must not overtake (or cut) their responses: the client would
-    // take the 400 for a request that reached the upstream. Each in-flight response ends, the next
-    // one takes the socket, then the 400. An error in the body of the request being answered is
-    // that request's own: answered at once.
-    const active = (socket as unknown as { _httpMessage?: ServerResponse | null })._httpMessage;
-    if (active && !active.writableFinished && active.req?.complete) {
-      active.once('close', () => {
-        if (!active.writableFinished)
-          socket.destroy(); // that response was cut: so is the connection
-        else setImmediate(() => this.#clientError(err, socket));
-      });
-      return;
-    }
-    if (active?.headersSent) {
-      socket.destroy();
-      return;
-    }
-    // header_timeout on a connection that never sent a byte (a pool's spare connection, a browser's
-    // preconnect): there is no request to answer or log, so it is closed quietly, as nginx does. A
-    // 408 here was a log line for a request that never existed, and the answer to the one that
-    // crossed it on the wire.
-    if (code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.bytesRead === 0) {
-      socket.destroy();
-      return;
-    }
-    let gerr: GatewayError;
-    if (code === 'HPE_HEADER_OVERFLOW') {
-      gerr = new GatewayError('headers-too-large', { detail: 'the request head is larger than allowed' });
-    } else if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-      gerr = new GatewayError('client-timeout', { detail: 'the request head did not arrive in time' });
-    } else {
-      gerr = new GatewayError('bad-request', { detail: `malformed request (${code || err.message})` });
-    }
-    const requestId = newRequestId();
-    const extras: ProblemExtras = { requestId, elapsedMs: 0, attempts: 0 };
-    const body = problemBody(gerr, extras);
-    const ps = proxyStatus(gerr);
-    socket.end(
-      `HTTP/1.1 ${gerr.status} ${STATUS_CODES[gerr.status]}\r\ncontent-type: application/problem+json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\n` +
-        (ps ? `proxy-status: ${ps}\r\n` : '') +
-        `connection: close\r\n\r\n${body}`,
-    );
-    setTimeout(() => socket.destroy(), 1_000).unref();
-    const entry = answeredEntry(
-      { method: '', path: '', requestId, startedAt: performance.now(), client: socket.remoteAddress },
-      gerr.status,
-      'rejected',
-      gerr.code,
-    );
-    this.#record(entry);
   }
 }
