@@ -13,6 +13,7 @@
  *
  *   node scripts/slow-clients.ts [--connections 2000] [--seconds 30] [--idle 10000] [--hanging 2000]
  *                                [--only loris,body,read,read64k,idle] [--json out.json]
+ *                                [--gateway sluice|nginx]
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -22,11 +23,13 @@ import {
   log,
   makeTmpDir,
   NODE,
+  nginxConf,
   SLUICE_MAIN,
   SLUICE_NODE_FLAGS,
   sleep,
   spawnPinned,
   startDemoUpstreamProcess,
+  startNginx,
   waitReady,
 } from '../bench/macro/lib.ts';
 import {
@@ -53,6 +56,7 @@ const { values: args } = parseArgs({
     idle: { type: 'string', default: '10000' },
     hanging: { type: 'string', default: '2000' },
     only: { type: 'string', default: 'loris,body,read,read64k,idle' },
+    gateway: { type: 'string', default: 'sluice' },
     json: { type: 'string' },
   },
 });
@@ -83,6 +87,31 @@ routes:
   - { name: upload, match: { path: /echo }, upstream: demo, timeouts: { total: ${BODY_TOTAL}ms } }
   - { name: rest, match: { path: / }, upstream: demo, timeouts: { total: 60s } }
 `;
+}
+
+/**
+ * nginx with the same client limits in front of the same upstream (`--gateway nginx`), for comparison:
+ * request bodies streamed as Sluice streams them (`proxy_request_buffering off`), upstream keep-alive.
+ * Only the good client's figures and the attackers' are comparable; the probes expect Sluice's answers.
+ */
+function nginxConfig(tmp: string, port: number, upstream: string): string {
+  const dir = path.join(tmp, 'nginx');
+  const s = (ms: number) => `${ms / 1000}s`;
+  return nginxConf(
+    dir,
+    port,
+    `    client_header_timeout ${s(HEADER_TIMEOUT)};
+    client_body_timeout ${s(BODY_IDLE)};
+    send_timeout ${s(SEND_TIMEOUT)};
+    keepalive_timeout 5m;
+    client_max_body_size 0;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_request_buffering ${process.env.NGINX_REQUEST_BUFFERING ?? "off"};
+    location /hang { proxy_pass http://demo; proxy_read_timeout ${s(HANG_TOTAL)}; }
+    location / { proxy_pass http://demo; proxy_read_timeout 60s; }`,
+    `upstream demo { server ${new URL(upstream).host}; keepalive 64; }`,
+  );
 }
 
 /** The kernel's TCP memory in use (pages, /proc/net/sockstat) and its memory-pressure count so far. */
@@ -130,9 +159,12 @@ async function main(): Promise<void> {
   const file = path.join(tmp, 'sluice.yaml');
   writeFileSync(file, config(port, adminPort, upstreamUrl, tmp));
   const startGateway = async () => {
-    const proc = spawnPinned('sluice', null, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], {
-      logFile: path.join(tmp, 'gateway.log'),
-    });
+    const proc =
+      args.gateway === 'nginx'
+        ? startNginx('nginx', null, path.join(tmp, 'nginx'), nginxConfig(tmp, port, upstreamUrl))
+        : spawnPinned('sluice', null, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], {
+            logFile: path.join(tmp, 'gateway.log'),
+          });
     await waitReady(`${url}/fast`, proc);
     return proc;
   };
@@ -142,7 +174,7 @@ async function main(): Promise<void> {
     `gateway pid ${gw.pid} on ${url} (open files ${nofile}); ${C} attack connections, ${SECONDS} s windows`,
   );
   const results: Record<string, unknown> = {
-    command: `node scripts/slow-clients.ts --connections ${C} --seconds ${SECONDS} --idle ${IDLE} --hanging ${HANGING}`,
+    command: `node scripts/slow-clients.ts --gateway ${args.gateway} --connections ${C} --seconds ${SECONDS} --idle ${IDLE} --hanging ${HANGING}`,
     started: new Date().toISOString(),
     client_limits_ms: {
       header_timeout: HEADER_TIMEOUT,
@@ -239,6 +271,7 @@ async function main(): Promise<void> {
           holdMs: SEND_TIMEOUT + 5_000,
         });
         await sleep(1_000);
+        if (args.gateway === 'nginx') return {}; // the figures come from Sluice's access log
         const ms = readFileSync(path.join(tmp, 'access.log'), 'utf8')
           .split('\n')
           .filter((l) => l.includes('"slowread-'))

@@ -465,7 +465,7 @@ ${body}
 `;
 }
 
-export function startNginx(name: string, core: number, dir: string, conf: string): Proc {
+export function startNginx(name: string, core: number | null, dir: string, conf: string): Proc {
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'nginx.conf'), conf);
   const args = [
