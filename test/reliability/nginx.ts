@@ -31,7 +31,14 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-export async function startNginxProxy(upstreamPort: number): Promise<NginxProxy> {
+/**
+ * `keepalive`: reuse upstream connections (`upstream { keepalive N; }`), as a production nginx in front of an
+ * HTTP/1.1 upstream would; without it nginx opens one upstream connection per request.
+ */
+export async function startNginxProxy(
+  upstreamPort: number,
+  opts: { keepalive?: number } = {},
+): Promise<NginxProxy> {
   if (NGINX === undefined) throw new Error('nginx is not installed');
   const dir = mkdtempSync(join(tmpdir(), 'sluice-nginx-diff-'));
   for (const t of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, t));
@@ -53,10 +60,10 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  server {
+${opts.keepalive === undefined ? '' : `  upstream backend { server 127.0.0.1:${upstreamPort}; keepalive ${opts.keepalive}; }\n`}  server {
     listen 127.0.0.1:${port};
     location / {
-      proxy_pass http://127.0.0.1:${upstreamPort};
+      proxy_pass http://${opts.keepalive === undefined ? `127.0.0.1:${upstreamPort}` : 'backend'};
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host $http_host;

@@ -84,10 +84,15 @@ routes:
 
 /**
  * One upstream connection: reads request heads (GETs, no bodies) one after the other; `/fz/…` gets the
- * case's bytes, written in pieces at its split points, then what `after` says; `/good/N` gets a
- * well-formed `good-N` with keep-alive.
+ * case's bytes, written in pieces at its split points (1 ms apart, each sent at once: TCP_NODELAY), then
+ * what `after` says; `/good/N` gets a well-formed `good-N` with keep-alive.
  */
 function serveConnection(s: Socket, current: () => ResponseCase | undefined, wrote: () => void): void {
+  // Each piece leaves when it is written. With Nagle's algorithm on (node:net's default), a piece written
+  // while the last one is unacknowledged waits in the kernel for the ACK, which the gateway delays (about
+  // 40 ms) or sends with its next request: late bytes then arrive after the next request went out and
+  // answer it, as they would through any gateway (docs/reliability.md, late bytes).
+  s.setNoDelay(true);
   let buffered = '';
   let busy = false;
   let done = false;
