@@ -14,6 +14,7 @@
  *   node scripts/slow-clients.ts [--connections 2000] [--seconds 30] [--idle 10000] [--hanging 2000]
  *                                [--only loris,body,read,read64k,idle] [--json out.json]
  *                                [--gateway sluice|nginx]
+ *   (with --gateway nginx, NGINX_REQUEST_BUFFERING=on buffers request bodies, nginx's default)
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -94,8 +95,7 @@ routes:
  * request bodies streamed as Sluice streams them (`proxy_request_buffering off`), upstream keep-alive.
  * Only the good client's figures and the attackers' are comparable; the probes expect Sluice's answers.
  */
-function nginxConfig(tmp: string, port: number, upstream: string): string {
-  const dir = path.join(tmp, 'nginx');
+function nginxConfig(dir: string, port: number, upstream: string): string {
   const s = (ms: number) => `${ms / 1000}s`;
   return nginxConf(
     dir,
@@ -158,10 +158,11 @@ async function main(): Promise<void> {
   const [port, adminPort] = [await freePort(), await freePort()];
   const file = path.join(tmp, 'sluice.yaml');
   writeFileSync(file, config(port, adminPort, upstreamUrl, tmp));
+  const nginxDir = path.join(tmp, 'nginx');
   const startGateway = async () => {
     const proc =
       args.gateway === 'nginx'
-        ? startNginx('nginx', null, path.join(tmp, 'nginx'), nginxConfig(tmp, port, upstreamUrl))
+        ? startNginx('nginx', null, nginxDir, nginxConfig(nginxDir, port, upstreamUrl))
         : spawnPinned('sluice', null, NODE, [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file], {
             logFile: path.join(tmp, 'gateway.log'),
           });

@@ -49,7 +49,7 @@ test('a batch of header timeouts is answered in slices, with event-loop turns in
   for (const t of texts) {
     assert.match(t, /^HTTP\/1\.1 408 Request Timeout\r\n/);
     assert.match(t, /content-type: application\/problem\+json/);
-    assert.match(t, /"client-timeout"|client-timeout/);
+    assert.match(t, /client-timeout/);
   }
   assert.equal(lines.length, 100);
   assert.ok(lines.every((l) => l.status === 408));
