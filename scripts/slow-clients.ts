@@ -107,7 +107,7 @@ function nginxConfig(dir: string, port: number, upstream: string): string {
     client_max_body_size 0;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    proxy_request_buffering ${process.env.NGINX_REQUEST_BUFFERING ?? "off"};
+    proxy_request_buffering ${process.env.NGINX_REQUEST_BUFFERING ?? 'off'};
     location /hang { proxy_pass http://demo; proxy_read_timeout ${s(HANG_TOTAL)}; }
     location / { proxy_pass http://demo; proxy_read_timeout 60s; }`,
     `upstream demo { server ${new URL(upstream).host}; keepalive 64; }`,
