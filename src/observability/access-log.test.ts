@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { type AccessLogEntry, createAccessLog } from './access-log.ts';
+import { type AccessLogEntry, createAccessLog, isoNow } from './access-log.ts';
 
 const entry = (i: number): AccessLogEntry => ({
   time: '2026-11-22T00:00:00.000Z',
@@ -53,4 +53,12 @@ test('a quiet gateway log is written within the 200 ms batch window, without a f
   }
   assert.equal(JSON.parse(text).request_id, 'r1');
   log.flush();
+});
+
+test('isoNow is Date#toISOString for every millisecond, across seconds and days', () => {
+  const start = Date.UTC(2026, 11, 31, 23, 59, 58, 990);
+  for (let ms = start; ms < start + 2_100; ms += 7) assert.equal(isoNow(ms), new Date(ms).toISOString());
+  for (const ms of [0, 5, 50, 999, 1_000, Date.UTC(2027, 0, 1)])
+    assert.equal(isoNow(ms), new Date(ms).toISOString());
+  assert.match(isoNow(), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
 });

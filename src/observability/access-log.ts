@@ -292,12 +292,23 @@ export class MemoryAccessLog implements AccessLog {
 
 let lastIsoMs = 0;
 let lastIso = '';
-/** `new Date().toISOString()`, computed at most once per millisecond. */
-export function isoNow(): string {
-  const ms = Date.now();
+let isoSecond = -1;
+let isoPrefix = '';
+/**
+ * `new Date().toISOString()`, computed at most once per millisecond, and by V8's date formatting at
+ * most once per second: within a second only the milliseconds change (callgrind: toISOString cost
+ * ~7,600 instructions a call, which a quiet gateway paid on nearly every request).
+ */
+export function isoNow(ms = Date.now()): string {
   if (ms !== lastIsoMs) {
     lastIsoMs = ms;
-    lastIso = new Date(ms).toISOString();
+    const second = Math.floor(ms / 1000);
+    if (second !== isoSecond) {
+      isoSecond = second;
+      isoPrefix = new Date(second * 1000).toISOString().slice(0, 20); // 2026-12-03T07:00:00.
+    }
+    const frac = ms - second * 1000;
+    lastIso = `${isoPrefix}${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}Z`;
   }
   return lastIso;
 }
