@@ -200,21 +200,30 @@ export function tunnel(t: TunnelRequest): void {
   };
   upstream.on('data', onHead);
 
-  /** Both ways, with back-pressure; idle closes a silent tunnel; either close ends both. */
+  /**
+   * Both ways, with back-pressure; idle closes a silent tunnel; either close ends both. A chunk only
+   * stamps the time: the one idle timer is re-armed for the remainder when it fires early, not cleared
+   * and set again per chunk (which put two timer-list operations on every message's path).
+   */
   const pipe = (upgraded: boolean) => {
     const idle = upgraded ? (rt.route.websocket?.idle ?? 0) : to.read;
-    const touch = () =>
-      arm(idle, () => {
-        outcome = 'timeout';
-        error = 'upstream-timeout';
-        client.destroy();
-        upstream.destroy();
-        finish();
-      });
-    touch();
+    let lastActivity = now();
+    const check = () => {
+      const quiet = now() - lastActivity;
+      if (quiet < idle) {
+        timer = setTimeout(check, Math.max(1, Math.ceil(idle - quiet)));
+        return;
+      }
+      outcome = 'timeout';
+      error = 'upstream-timeout';
+      client.destroy();
+      upstream.destroy();
+      finish();
+    };
+    arm(idle, check);
     client.on('data', (c: Buffer) => {
       bytesIn += c.length;
-      touch();
+      lastActivity = now();
       if (!upstream.write(c)) {
         client.pause();
         upstream.once('drain', () => client.resume());
@@ -222,7 +231,7 @@ export function tunnel(t: TunnelRequest): void {
     });
     upstream.on('data', (c: Buffer) => {
       bytesOut += c.length;
-      touch();
+      lastActivity = now();
       if (!client.write(c)) {
         upstream.pause();
         client.once('drain', () => upstream.resume());

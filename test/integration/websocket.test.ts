@@ -167,6 +167,44 @@ describe('WebSocket', () => {
     assert.match(refused, /^HTTP\/1\.1 400 /);
     assert.match(refused, /websocket: false/);
   });
+
+  test('traffic keeps a tunnel open past timeouts.idle; the idle clock counts from the last message', async (t) => {
+    const up = await wsUpstream('echo');
+    t.after(() => up.server.close());
+    const gw = await gatewayFor(up.url);
+    t.after(() => gw.close());
+    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/live`);
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = () => reject(new Error('handshake failed'));
+    });
+    let closed = false;
+    const closedAt = new Promise<number>((resolve) => {
+      ws.onclose = () => {
+        closed = true;
+        resolve(performance.now());
+      };
+    });
+    let replies = 0;
+    ws.onmessage = () => replies++;
+    // A message every 150 ms for 1.2 s: three times the 400 ms idle timeout, never 400 ms silent.
+    const opened = performance.now();
+    let lastSent = opened;
+    while (performance.now() - opened < 1_200) {
+      assert.equal(closed, false, `closed ${Math.round(performance.now() - opened)} ms in, with traffic`);
+      ws.send('tick');
+      lastSent = performance.now();
+      await sleep(150);
+    }
+    const quietFor = (await closedAt) - lastSent;
+    assert.ok(replies >= 6, `${replies} replies`);
+    assert.ok(
+      quietFor >= 350 && quietFor < 2_000,
+      `closed ${Math.round(quietFor)} ms after the last message`,
+    );
+    const line = await gw.log.next((e) => e.route === 'live');
+    assert.equal(line.outcome, 'timeout');
+  });
 });
 
 /** A WebSocket handshake on a raw socket; everything the gateway sent until it closed. */
