@@ -10,6 +10,10 @@
  *   npx node bench/macro/instructions.ts [--contenders bare,fastify,sluice] [--bodies small,16k]
  *       [--requests 4000] [--warmup 10000] [--connections 32] [--sluice-access-log off|FILE] [--repeat 1]
  *       [--out DIR]   (keeps the callgrind dumps: callgrind_annotate DIR/cg-sluice-small-0/cg.PID)
+ *       [--protocol h1|h1-tls|h2]   (h1-tls and h2: the contender terminates TLS, bare and sluice only;
+ *                                    h2 runs --connections/4 connections of 4 concurrent streams each)
+ *       [--same-node-flags]   (bare and fastify run with Sluice's V8 flags too, SLUICE_NODE_FLAGS: its
+ *                              small young generation costs scavenges the others, on V8's default, skip)
  *
  * The ratio that matters for throughput is bare/sluice (instructions are close to CPU time when the
  * work is the same kind: V8-compiled JS and the same libuv syscalls).
@@ -25,10 +29,12 @@ import {
   fmtInt,
   listFlag,
   log,
+  makeBenchCert,
   makeTmpDir,
   mdTable,
   requireTools,
   runPinned,
+  SLUICE_NODE_FLAGS,
   sleep,
   startContender,
   startUpstreamNginx,
@@ -46,6 +52,8 @@ const { values: flags } = parseArgs({
     'sluice-access-log': { type: 'string', default: 'off' },
     /** Keep the callgrind dumps here (for callgrind_annotate); by default they go with the temp dir. */
     out: { type: 'string' },
+    'same-node-flags': { type: 'boolean', default: false },
+    protocol: { type: 'string', default: 'h1' },
   },
 });
 const contenders = listFlag(flags.contenders, NODE_CONTENDERS, 'contender') as ContenderName[];
@@ -55,17 +63,20 @@ const WARMUP = Number(flags.warmup);
 const C = String(flags.connections);
 requireTools(['valgrind', 'callgrind_control', 'h2load', 'taskset']);
 
+const protocol = flags.protocol as 'h1' | 'h1-tls' | 'h2';
+if (!['h1', 'h1-tls', 'h2'].includes(protocol))
+  throw new Error(`--protocol: h1, h1-tls or h2, not ${protocol}`);
 const tmp = makeTmpDir();
 const upstream = await startUpstreamNginx(tmp);
+const cert = protocol === 'h1' ? undefined : makeBenchCert(tmp);
+/** h2load's connection options for the protocol: 32 concurrent requests by default either way. */
+const loadArgs =
+  protocol === 'h2'
+    ? ['-c', String(Math.max(1, Math.floor(Number(C) / 4))), '-m', '4']
+    : ['--h1', '-c', C, '-m', '1'];
 
 async function h2load(url: string, n: number, file: string): Promise<void> {
-  const out = await runPinned(
-    'h2load',
-    1,
-    'h2load',
-    ['--h1', '-n', String(n), '-c', C, '-m', '1', url],
-    file,
-  );
+  const out = await runPinned('h2load', 1, 'h2load', ['-n', String(n), ...loadArgs, url], file);
   const ok = /status codes: (\d+) 2xx/.exec(out);
   if (!ok || Number(ok[1]) !== n)
     throw new Error(`h2load: not all ${n} requests got a 2xx:\n${out.slice(-800)}`);
@@ -110,6 +121,8 @@ async function count(
     wrapper,
     readyTimeoutMs: 120_000,
     sluiceAccessLog: flags['sluice-access-log'],
+    nodeFlags: flags['same-node-flags'] ? SLUICE_NODE_FLAGS : [],
+    tls: cert,
   });
   try {
     const pid = String(c.proc!.pid);
@@ -165,7 +178,7 @@ for (const body of bodies) {
   }
 }
 console.log(
-  `\nh2load --h1 -c ${C}, ${fmtInt(N)} counted requests after ${fmtInt(WARMUP)} warm-up; sluice access log: ${flags['sluice-access-log']}\n`,
+  `\nh2load ${loadArgs.join(' ')} (${protocol}), ${fmtInt(N)} counted requests after ${fmtInt(WARMUP)} warm-up; sluice access log: ${flags['sluice-access-log']}; V8 flags: sluice ${SLUICE_NODE_FLAGS.join(' ') || '(none)'}, bare and fastify ${flags['same-node-flags'] ? 'the same' : '(none)'}\n`,
 );
 console.log(
   mdTable(

@@ -534,6 +534,65 @@ export interface ContenderOptions {
   wrapper?: string[];
   /** How long to wait for the contender to proxy its first request (default 15 s). */
   readyTimeoutMs?: number;
+  /** V8/Node flags for the bare and fastify proxies (Sluice always runs with SLUICE_NODE_FLAGS). */
+  nodeFlags?: string[];
+  /**
+   * Terminate TLS with this certificate (bare and sluice only): HTTP/1.1 and h2 by ALPN on one port,
+   * the URL becomes https://localhost:PORT.
+   */
+  tls?: BenchCert;
+}
+
+export interface BenchCert {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** A throw-away P-256 ECDSA certificate for localhost in `dir` (TLS 1.3 with both sides' defaults). */
+export function makeBenchCert(dir: string): BenchCert {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost',
+    ],
+    { stdio: 'ignore' },
+  );
+  return { cert, key };
+}
+
+/** Waits until `url/small` answers 200 over curl (TLS without verification: a bench certificate). */
+export async function waitReadyTls(url: string, proc: Proc, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (proc.exited) throw new Error(`${proc.name} ${proc.exitInfo}: ${proc.logTail()}`);
+    try {
+      const out = execFileSync('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', `${url}/small`], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      if (out === '200') return;
+    } catch {}
+    await sleep(100);
+  }
+  throw new Error(`${proc.name} did not answer ${url}/small`);
 }
 
 export const SLUICE_MAIN = path.join(ROOT, 'src', 'cli', 'main.ts');
@@ -544,11 +603,15 @@ export function sluiceYaml(
   upstream: string,
   accessLog: string,
   timeoutMs?: number,
+  tls?: BenchCert,
 ) {
   // `total` only, as a user would write it; ttfb too when it must go past its 30 s default.
   const ttfb = timeoutMs !== undefined && timeoutMs > 30_000 ? `, ttfb: ${timeoutMs}ms` : '';
   const t = timeoutMs === undefined ? '' : `defaults: { timeouts: { total: ${timeoutMs}ms${ttfb} } }\n`;
-  return `listen: 127.0.0.1:${port}
+  const listen = tls
+    ? `[{ address: "127.0.0.1:${port}", tls: { cert: "${tls.cert}", key: "${tls.key}" } }]`
+    : `127.0.0.1:${port}`;
+  return `listen: ${listen}
 admin: { listen: 127.0.0.1:${adminPort} }
 access_log: ${accessLog}
 ${t}upstreams:
@@ -580,7 +643,10 @@ export async function startContender(
   const dir = path.join(tmp, name);
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const tls = opts.tls;
+  if (tls !== undefined && name !== 'bare' && name !== 'sluice')
+    throw new Error(`${name}: TLS is set up for bare and sluice only here (bench/macro/tls.ts has nginx)`);
+  const url = tls ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
   const logFile = path.join(dir, 'out.log');
   let proc: Proc;
   if (name === 'nginx') {
@@ -601,7 +667,7 @@ export async function startContender(
     if (!existsSync(SLUICE_MAIN)) throw new Error(`${path.relative(ROOT, SLUICE_MAIN)} does not exist yet`);
     const file = path.join(dir, 'sluice.yaml');
     const accessLog = opts.sluiceAccessLog ?? 'off';
-    writeFileSync(file, sluiceYaml(port, await freePort(), upstream, accessLog, opts.timeoutMs));
+    writeFileSync(file, sluiceYaml(port, await freePort(), upstream, accessLog, opts.timeoutMs, tls));
     const args = [...SLUICE_NODE_FLAGS, SLUICE_MAIN, 'start', '-c', file];
     proc = spawnNode('sluice', args, logFile, opts.wrapper);
   } else {
@@ -610,14 +676,16 @@ export async function startContender(
       'contenders',
       `${name === 'bare' ? 'bare' : 'fastify'}-proxy.ts`,
     );
-    const args = [script, '--port', String(port), '--upstream', upstream];
+    const args = [...(opts.nodeFlags ?? []), script, '--port', String(port), '--upstream', upstream];
     if (opts.timeoutMs !== undefined) args.push('--timeout-ms', String(opts.timeoutMs));
     if (name === 'fastify' && opts.fastifyConnections)
       args.push('--connections', String(opts.fastifyConnections));
+    if (tls) args.push('--cert', tls.cert, '--key', tls.key);
     proc = spawnNode(name, args, logFile, opts.wrapper);
   }
   try {
-    await waitReady(`${url}${readyPath}`, proc, opts.readyTimeoutMs);
+    if (tls) await waitReadyTls(url, proc, opts.readyTimeoutMs);
+    else await waitReady(`${url}${readyPath}`, proc, opts.readyTimeoutMs);
   } catch (err) {
     await proc.stop();
     const tail = proc.logTail(600);

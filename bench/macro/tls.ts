@@ -11,7 +11,6 @@
  *   npx node bench/macro/tls.ts [--rounds 3] [--duration 4] [--connections 64]
  * Needs: nginx, wrk, h2load (Debian nghttp2-client), openssl, taskset.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +21,7 @@ import {
   LOAD_CORE,
   log,
   machineInfo,
+  makeBenchCert,
   makeTmpDir,
   mdTable,
   NGINX,
@@ -38,6 +38,7 @@ import {
   startNginx,
   startUpstreamNginx,
   treeTicks,
+  waitReadyTls,
   wrk,
 } from './lib.ts';
 
@@ -55,27 +56,7 @@ const connections = Number(flags.connections);
 requireTools(['nginx', 'wrk', 'h2load', 'openssl', 'taskset']);
 pinSelf(LOAD_CORE);
 const tmp = makeTmpDir();
-const cert = path.join(tmp, 'cert.pem');
-const key = path.join(tmp, 'key.pem');
-execFileSync('openssl', [
-  'req',
-  '-x509',
-  '-newkey',
-  'ec',
-  '-pkeyopt',
-  'ec_paramgen_curve:prime256v1',
-  '-nodes',
-  '-keyout',
-  key,
-  '-out',
-  cert,
-  '-days',
-  '2',
-  '-subj',
-  '/CN=localhost',
-  '-addext',
-  'subjectAltName=DNS:localhost',
-]);
+const { cert, key } = makeBenchCert(tmp);
 // Each side's TLS session ticket/cipher choices left at their defaults (TLS 1.3, P-256 ECDSA).
 const upstream = await startUpstreamNginx(tmp);
 
@@ -98,7 +79,7 @@ const bare = (tlsOn: boolean): Contender => ({
       logFile: path.join(tmp, `bare-${tlsOn}.log`),
     });
     const url = `${tlsOn ? 'https://localhost' : 'http://127.0.0.1'}:${port}`;
-    await readyTls(url, proc);
+    await waitReadyTls(url, proc);
     return { proc, url };
   },
 });
@@ -129,7 +110,7 @@ routes: [{ name: all, match: { path: / }, upstream: up }]
       { logFile: path.join(tmp, `sluice-${tlsOn}.log`) },
     );
     const url = `${tlsOn ? 'https://localhost' : 'http://127.0.0.1'}:${port}`;
-    await readyTls(url, proc);
+    await waitReadyTls(url, proc);
     return { proc, url };
   },
 });
@@ -156,26 +137,10 @@ const nginxTls: Contender = {
     ).replace(`listen 127.0.0.1:${port} backlog=4096;`, `listen 127.0.0.1:${port} ssl http2 backlog=4096;`);
     const proc = startNginx('nginx-tls', PROXY_CORE, dir, conf);
     const url = `https://localhost:${port}`;
-    await readyTls(url, proc);
+    await waitReadyTls(url, proc);
     return { proc, url };
   },
 };
-
-/** Waits until `url/small` answers 200 over curl (TLS without verification: a bench certificate). */
-async function readyTls(url: string, proc: Proc): Promise<void> {
-  for (let i = 0; i < 150; i++) {
-    if (proc.exited) throw new Error(`${proc.name} ${proc.exitInfo}: ${proc.logTail()}`);
-    try {
-      const out = execFileSync('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', `${url}/small`], {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'ignore'],
-      });
-      if (out === '200') return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${proc.name} did not answer ${url}/small`);
-}
 
 /** h2load's figures: requests/s, completed requests, mean latency (µs). */
 async function h2load(
