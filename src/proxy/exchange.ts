@@ -46,7 +46,7 @@ import {
   negotiate,
 } from './compress.ts';
 import { declaredLengthBody } from './declared-length.ts';
-import { filterResponseHeaders, VIA } from './headers.ts';
+import { filterResponseHeaders, h2HeaderObject, VIA } from './headers.ts';
 import type { RouteRuntime } from './route-runtime.ts';
 import { setHost, shapeResponse, targetHost } from './shape.ts';
 import type { ResponseTap } from './tap.ts';
@@ -581,9 +581,9 @@ export class Exchange {
     // Shaping (SPEC §13): the route's response edits, after the gateway's own headers.
     shapeResponse(headers, this.rt, this.req, this.requestId, this.client);
     try {
-      // HTTP/2 has no reason phrase.
-      const reason = this.req.httpVersionMajor === 2 ? undefined : statusText || undefined;
-      this.res.writeHead(statusCode, reason, headers);
+      // HTTP/2 has no reason phrase, and takes its headers best as an object.
+      if (this.req.httpVersionMajor === 2) this.res.writeHead(statusCode, h2HeaderObject(headers));
+      else this.res.writeHead(statusCode, statusText || undefined, headers);
     } catch {
       // An upstream header or reason phrase Node refuses to write (invalid characters): malformed
       // response. writeHead kept what it refused (HTTP/1.1: the reason phrase; HTTP/2: every header, a

@@ -27,6 +27,7 @@ let ca: string;
 let demo: DemoUpstream;
 let sluice: Sluice;
 let early: TestServer<NetServer>;
+let repeated: TestServer<NetServer>;
 const log = new MemoryAccessLog();
 
 before(async () => {
@@ -40,6 +41,14 @@ before(async () => {
       ),
     );
   });
+  repeated = await startRawServer((socket) => {
+    socket.once('data', () =>
+      socket.end(
+        'HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nX-Multi: one\r\nx-multi: two\r\n' +
+          '__proto__: kept\r\nContent-Type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok',
+      ),
+    );
+  });
   certs.ca();
   certs.issue('gw', 'DNS:localhost');
   ca = readFileSync(certs.path('ca.pem'), 'utf8');
@@ -49,10 +58,11 @@ before(async () => {
 listen: [{ address: "127.0.0.1:0", tls: { cert: "${certs.path('gw.pem')}", key: "${certs.path('gw.key')}" } }]
 client: { send_timeout: 1s, max_headers: 10 }
 shutdown_timeout: 5s
-upstreams: { demo: { targets: ["${demo.url}"] }, early: { targets: ["${early.url}"] } }
+upstreams: { demo: { targets: ["${demo.url}"] }, early: { targets: ["${early.url}"] }, repeated: { targets: ["${repeated.url}"] } }
 routes:
   - { name: auth, match: { path: /auth }, upstream: demo, strip_prefix: true, auth: { basic: { users: "${certs.path('users')}" } } }
   - { name: early, match: { path: /early }, upstream: early }
+  - { name: repeated, match: { path: /repeated }, upstream: repeated }
   - { name: read, match: { path: /r }, upstream: demo, strip_prefix: true, timeouts: { read: 200ms } }
   - { name: small, match: { path: /small }, upstream: demo, strip_prefix: true, max_body: 1MB }
   - { name: all, match: { path: / }, upstream: demo }
@@ -63,6 +73,7 @@ routes:
 });
 after(async () => {
   await early.close();
+  await repeated.close();
   await sluice.close(500);
   await demo.close();
   certs.remove();
@@ -262,6 +273,22 @@ routes: [{ name: early, match: { path: / }, upstream: early }]
     const h1 = await fetch(plain.url('/early'));
     assert.equal(h1.status, 200);
     assert.equal(await h1.text(), 'final');
+  });
+
+  test('repeated upstream headers reach an h2 client as repeated fields, whatever their case; a __proto__ header too', async () => {
+    const s = session();
+    try {
+      const r = await request(s, { ':path': '/repeated' });
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.headers['set-cookie'], ['a=1', 'b=2']);
+      assert.equal(r.headers['x-multi'], 'one, two');
+      assert.equal(Object.getOwnPropertyDescriptor(r.headers, '__proto__')?.value, 'kept');
+      assert.equal(r.headers['content-type'], 'text/plain');
+      assert.match(String(r.headers.via), /sluice/);
+      assert.equal(r.body.toString(), 'ok');
+    } finally {
+      s.close();
+    }
   });
 
   test('client.max_header_size holds on the first stream of a connection (before SETTINGS are acknowledged)', async () => {
