@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
-import { describe, test } from 'node:test';
+import { describe, type TestContext, test } from 'node:test';
 import { sleep, startTestGateway } from '../helpers.ts';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -80,17 +80,23 @@ routes:
   );
 }
 
+/** An echo upstream, a gateway in front of it and a WebSocket open through it; all closed after `t`. */
+async function openTunnel(t: TestContext, path = '/live') {
+  const up = await wsUpstream('echo');
+  t.after(() => up.server.close());
+  const gw = await gatewayFor(up.url);
+  t.after(() => gw.close());
+  const ws = new WebSocket(`ws://127.0.0.1:${gw.port}${path}`);
+  await new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error('handshake failed'));
+  });
+  return { gw, ws };
+}
+
 describe('WebSocket', () => {
   test('messages go both ways through the tunnel; one log line when it ends, with bytes each way', async (t) => {
-    const up = await wsUpstream('echo');
-    t.after(() => up.server.close());
-    const gw = await gatewayFor(up.url);
-    t.after(() => gw.close());
-    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/live/chat`);
-    await new Promise<void>((resolve, reject) => {
-      ws.onopen = () => resolve();
-      ws.onerror = () => reject(new Error('handshake failed'));
-    });
+    const { gw, ws } = await openTunnel(t, '/live/chat');
     const replies: string[] = [];
     const got = new Promise<void>((resolve) => {
       ws.onmessage = (e) => {
@@ -145,15 +151,7 @@ describe('WebSocket', () => {
   });
 
   test('timeouts.idle closes a silent tunnel; websocket: false refuses the upgrade', async (t) => {
-    const up = await wsUpstream('echo');
-    t.after(() => up.server.close());
-    const gw = await gatewayFor(up.url);
-    t.after(() => gw.close());
-    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/live`);
-    await new Promise<void>((resolve, reject) => {
-      ws.onopen = () => resolve();
-      ws.onerror = () => reject(new Error('handshake failed'));
-    });
+    const { gw, ws } = await openTunnel(t);
     const t0 = performance.now();
     await new Promise<void>((resolve) => {
       ws.onclose = () => resolve();
@@ -169,15 +167,7 @@ describe('WebSocket', () => {
   });
 
   test('traffic keeps a tunnel open past timeouts.idle; the idle clock counts from the last message', async (t) => {
-    const up = await wsUpstream('echo');
-    t.after(() => up.server.close());
-    const gw = await gatewayFor(up.url);
-    t.after(() => gw.close());
-    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/live`);
-    await new Promise<void>((resolve, reject) => {
-      ws.onopen = () => resolve();
-      ws.onerror = () => reject(new Error('handshake failed'));
-    });
+    const { gw, ws } = await openTunnel(t);
     let closed = false;
     const closedAt = new Promise<number>((resolve) => {
       ws.onclose = () => {
