@@ -38,3 +38,18 @@ test('a cached name keeps its case; the lower-case form is its own', () => {
   assert.deepEqual(out, { text: 'Already-Text', lower: 'already-text' });
   assert.equal(headerText('v'), 'v');
 });
+
+test('values that differ only in bytes the slot hash does not sample share a slot and never mix', () => {
+  // 20 bytes: the hash samples positions 0, 1, 4, 9, 14, 15 and 19; these differ at 7 only.
+  const a = Buffer.from('x-forwarded-a-host-1', 'latin1');
+  const b = Buffer.from('x-forwaXded-a-host-1', 'latin1');
+  for (let i = 0; i < 5; i++) {
+    assert.equal(headerText(a), a.toString('latin1'));
+    assert.equal(headerText(b), b.toString('latin1'));
+    const out = { text: '', lower: '' };
+    headerName(b, out);
+    assert.deepEqual(out, { text: 'x-forwaXded-a-host-1', lower: 'x-forwaxded-a-host-1' });
+    headerName(a, out);
+    assert.deepEqual(out, { text: 'x-forwarded-a-host-1', lower: 'x-forwarded-a-host-1' });
+  }
+});
